@@ -1,0 +1,233 @@
+"""Data: the three classification datasets, read from their raw distributed files.
+
+`get_dataset(name, sep_token)` returns a `datasets.DatasetDict` with `train` and `test` splits, columns
+`text` and `label` (a `ClassLabel` with the class names). The raw files are parsed here, not by
+`datasets.load_dataset`, so a malformed file is reported with its path and line number.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+__all__ = [
+    "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED",
+    "DataError", "get_dataset", "resolve_data_dir", "dataset_files",
+]
+
+AGNEWS_SPLIT_SEED = 2022   # the course's 9:1 split of the 7600-row AG News test set
+FEW_SHOT_PER_CLASS = 32    # few-shot variants: 32 training examples per class (fewer if a class is smaller)
+FEW_SHOT_SEED = 2022       # ... drawn with this seed, so every run sees the same few-shot set
+
+
+class DataError(ValueError):
+    """A dataset is missing, malformed or unknown; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    folder: str
+    files: tuple[str, ...]
+    labels: tuple[str, ...]
+    source: str
+
+
+DATASETS = {
+    "restaurant": DatasetSpec(
+        "restaurant", ("train.json", "test.json"), ("positive", "neutral", "negative"),
+        "SemEval-2014 Task 4 restaurants in the Xu et al. 2019 ASC format "
+        "(github.com/howardhsu/ASC_failure, folder asc/rest; test.json = test_full.json)"),
+    "acl": DatasetSpec(
+        "acl", ("train.jsonl", "test.jsonl"),
+        ("Background", "Uses", "CompareOrContrast", "Motivation", "Extends", "Future"),
+        "ACL-ARC citation intent (github.com/allenai/scibert, data/text_classification/citation_intent; "
+        "train.txt/test.txt renamed to .jsonl)"),
+    "agnews": DatasetSpec(
+        "agnews", ("test.csv",), ("World", "Sports", "Business", "Sci/Tech"),
+        "AG News ag_news_csv/test.csv (torchtext's AG_NEWS test split, md5 d52ea96a97a2d943681189a97654912d) "
+        "or the Hub copy fancyzhx/ag_news"),
+}
+DATASET_NAMES = tuple(f"{d}_{kind}" for d in DATASETS for kind in ("sup", "fs"))
+AGNEWS_HUB_ID = "fancyzhx/ag_news"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """`data_dir`, else the DATA_DIR environment variable, else ./data."""
+    return Path(data_dir or os.environ.get("DATA_DIR") or "data")
+
+
+def dataset_files(name: str, data_dir=None) -> list[Path]:
+    """The raw files a dataset name reads (used to fingerprint the tokenization cache)."""
+    spec = DATASETS[_split_name(name)[0]]
+    root = resolve_data_dir(data_dir) / spec.folder
+    return [root / f for f in spec.files]
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    if name not in DATASET_NAMES:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)} "
+                        "(or a list of them to merge)")
+    base, kind = name.rsplit("_", 1)
+    return base, kind
+
+
+def _features(labels) -> Features:
+    return Features({"text": Value("string"), "label": ClassLabel(names=list(labels))})
+
+
+def _label_id(value, labels, path, where):
+    if value not in labels:
+        raise DataError(f"{path}:{where}: unknown label {value!r}; expected one of {list(labels)}")
+    return labels.index(value)
+
+
+def _require(path: Path, name: str) -> Path:
+    if not path.is_file():
+        spec = DATASETS[name]
+        raise DataError(
+            f"missing data file {path}. {name} expects {', '.join(spec.files)} in "
+            f"{path.parent} (source: {spec.source}). Pass data_dir=... or set DATA_DIR to the folder "
+            "that holds restaurant/, acl/ and agnews/.")
+    return path
+
+
+def _read_restaurant(path: Path, sep_token: str) -> dict:
+    labels = DATASETS["restaurant"].labels
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg}); expected one object "
+                        "id -> {sentence, term, polarity}") from None
+    if not isinstance(items, dict):
+        raise DataError(f"{path}: expected a JSON object id -> {{sentence, term, polarity}}")
+    texts, ids = [], []
+    for key, item in items.items():
+        missing = {"sentence", "term", "polarity"} - set(item)
+        if missing:
+            raise DataError(f"{path}: item {key!r} lacks {sorted(missing)}")
+        # The aspect term comes first so that truncation never cuts it off.
+        texts.append(f"{item['term']} {sep_token} {item['sentence']}")
+        ids.append(_label_id(item["polarity"], labels, path, f"item {key!r}"))
+    return {"text": texts, "label": ids}
+
+
+def _read_acl(path: Path) -> dict:
+    labels = DATASETS["acl"].labels
+    texts, ids = [], []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                text, label = row["text"], row["label"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DataError(f"{path}:{lineno}: malformed line ({err!r}); expected a JSON object "
+                                "with 'text' and 'label'") from None
+            texts.append(text)
+            ids.append(_label_id(label, labels, path, lineno))
+    return {"text": texts, "label": ids}
+
+
+def _read_agnews(path: Path) -> dict:
+    texts, ids = [], []
+    with path.open(encoding="utf-8", newline="") as f:
+        for lineno, row in enumerate(csv.reader(f), 1):
+            if len(row) != 3:
+                raise DataError(f"{path}:{lineno}: expected 3 columns (class index 1-4, title, "
+                                f"description), got {len(row)}")
+            if row[0] not in {"1", "2", "3", "4"}:
+                raise DataError(f"{path}:{lineno}: unknown label {row[0]!r}; expected a class index 1-4")
+            # The original files escape newlines as a backslash; undo it so the tokenizer sees text.
+            texts.append(f"{row[1]} {row[2]}".replace("\\", " "))
+            ids.append(int(row[0]) - 1)
+    return {"text": texts, "label": ids}
+
+
+def _check_not_empty(ds: DatasetDict, where: str) -> DatasetDict:
+    for split, part in ds.items():
+        if len(part) == 0:
+            raise DataError(f"{where}: the {split} split is empty; check the data files")
+    return ds
+
+
+def _load_agnews_hub() -> DatasetDict:  # pragma: no cover - needs the Hub
+    hub = datasets.load_dataset(AGNEWS_HUB_ID, split="test")
+    return hub.cast(_features(DATASETS["agnews"].labels))
+
+
+def _load_supervised(base: str, sep_token: str, data_dir) -> DatasetDict:
+    spec = DATASETS[base]
+    root = resolve_data_dir(data_dir) / spec.folder
+    features = _features(spec.labels)
+    if base == "agnews":
+        path = root / "test.csv"
+        if path.is_file():
+            full = Dataset.from_dict(_read_agnews(path), features=features)
+        else:
+            try:
+                full = _load_agnews_hub()
+            except Exception as err:  # offline, or the Hub copy moved
+                raise DataError(f"missing data file {path}, and the Hub fallback {AGNEWS_HUB_ID!r} "
+                                f"failed ({err}). Put ag_news_csv/test.csv there (source: {spec.source}) "
+                                "or pass data_dir=... / set DATA_DIR.") from None
+        if len(full) == 0:
+            raise DataError(f"{path}: the file holds no rows")
+        split = full.train_test_split(test_size=0.1, seed=AGNEWS_SPLIT_SEED)
+        return _check_not_empty(DatasetDict(train=split["train"], test=split["test"]), str(path))
+    splits = {}
+    for split, file in zip(("train", "test"), spec.files):
+        path = _require(root / file, base)
+        data = _read_restaurant(path, sep_token) if base == "restaurant" else _read_acl(path)
+        if not data["text"]:
+            raise DataError(f"{path}: the {split} split is empty; check the file")
+        splits[split] = Dataset.from_dict(data, features=features)
+    return DatasetDict(splits)
+
+
+def _few_shot(ds: DatasetDict) -> DatasetDict:
+    """A fixed per-class sample of the training split; the test split is unchanged."""
+    train = ds["train"].shuffle(seed=FEW_SHOT_SEED)
+    taken: dict[int, int] = {}
+    keep = []
+    for i, label in enumerate(train["label"]):
+        if taken.get(label, 0) < FEW_SHOT_PER_CLASS:
+            taken[label] = taken.get(label, 0) + 1
+            keep.append(i)
+    return DatasetDict(train=train.select(keep), test=ds["test"])
+
+
+def _merge(parts: list[DatasetDict]) -> DatasetDict:
+    """Concatenate datasets, shifting label ids so that every dataset keeps its own classes."""
+    names, shifted = [], {"train": [], "test": []}
+    for part in parts:
+        offset = len(names)
+        names += part["train"].features["label"].names
+        for split in shifted:
+            plain = part[split].cast_column("label", Value("int64"))
+            shifted[split].append(plain.map(lambda b, k=offset: {"label": [x + k for x in b["label"]]},
+                                            batched=True))
+    features = _features(names)
+    return DatasetDict({s: datasets.concatenate_datasets([p.cast(features) for p in ps])
+                        for s, ps in shifted.items()})
+
+
+def get_dataset(name, sep_token: str, data_dir=None) -> DatasetDict:
+    """Load `name` (e.g. "restaurant_sup", "acl_fs") or a list of names (merged, labels kept apart).
+
+    `sep_token` is the tokenizer's separator, placed between the aspect term and the sentence of
+    restaurant examples. Data is read from `data_dir`, else $DATA_DIR, else ./data.
+    """
+    if isinstance(name, (list, tuple)):
+        if not name:
+            raise DataError(f"empty list of datasets; valid names: {', '.join(DATASET_NAMES)}")
+        parts = [get_dataset(n, sep_token, data_dir) for n in name]
+        return parts[0] if len(parts) == 1 else _merge(parts)
+    base, kind = _split_name(name)
+    ds = _load_supervised(base, sep_token, data_dir)
+    return _few_shot(ds) if kind == "fs" else ds
