@@ -13,3 +13,5 @@ from studykit.data import *        # noqa: F401,F403
 from studykit.modeling import *    # noqa: F401,F403
 from studykit.training import *    # noqa: F401,F403
 from studykit.adapters import *    # noqa: F401,F403
+from studykit.results import *     # noqa: F401,F403
+from studykit.profiles import *    # noqa: F401,F403

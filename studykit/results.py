@@ -1,0 +1,132 @@
+"""Results and plots: read run folders into pandas, summarize over seeds, compare methods, draw curves."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
+           "plot_curves", "run_label", "METRICS"]
+
+METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss")
+
+
+def run_label(config: dict) -> str:
+    """A short name for a run's method: the model, plus adapter size and learning rate for adapter runs."""
+    name = Path(config["model_name"]).name if "/" in config["model_name"] and Path(config["model_name"]).exists() \
+        else config["model_name"]
+    if config.get("adapter_size"):
+        return f"{name} adapter{config['adapter_size']} lr={config['learning_rate']:g}"
+    return f"{name} full lr={config['learning_rate']:g}"
+
+
+def _run_dirs(results_dir, task=None):
+    root = Path(results_dir)
+    pattern = f"{task}/*/*/*/seed*/config.json" if task else "*/*/*/*/seed*/config.json"
+    return sorted(p.parent for p in root.glob(pattern))
+
+
+def load_results(results_dir="results", task: str | None = None, include_failed: bool = False) -> pd.DataFrame:
+    """One row per finished run (config columns + summary columns); optionally failed runs too."""
+    rows = []
+    for run in _run_dirs(results_dir, task):
+        config = json.loads((run / "config.json").read_text())
+        if (run / "summary.json").is_file():
+            outcome = json.loads((run / "summary.json").read_text())
+        elif include_failed and (run / "failed.json").is_file():
+            outcome = json.loads((run / "failed.json").read_text())
+        else:
+            continue  # started but never finished (e.g. killed): not a result
+        outcome.pop("versions", None)
+        rows.append({**config, **outcome, "method": run_label(config), "run_dir": str(run)})
+    return pd.DataFrame(rows)
+
+
+def load_metrics(results_dir="results", task: str | None = None) -> pd.DataFrame:
+    """The metrics logs of all finished runs, long format, with the run's method, dataset and seed."""
+    frames = []
+    for run in _run_dirs(results_dir, task):
+        if not (run / "summary.json").is_file():
+            continue
+        config = json.loads((run / "config.json").read_text())
+        log = pd.read_json(run / "metrics.jsonl", lines=True)
+        frames.append(log.assign(method=run_label(config), dataset=config["dataset"], seed=config["seed"],
+                                 task=config["task"], model_name=config["model_name"]))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def summarize(results: pd.DataFrame, metrics=METRICS, by=("dataset", "method")) -> pd.DataFrame:
+    """Mean, std (ddof=1), n and the 95 % t-interval half-width over seeds, per group."""
+    def describe(values: pd.Series) -> pd.Series:
+        values = values.dropna()
+        n = len(values)
+        std = values.std(ddof=1) if n > 1 else np.nan
+        half = stats.t.ppf(0.975, n - 1) * std / np.sqrt(n) if n > 1 else np.nan
+        return pd.Series({"mean": values.mean(), "std": std, "n": n, "ci95": half})
+
+    parts = {m: results.groupby(list(by))[m].apply(describe).unstack() for m in metrics}
+    return pd.concat(parts, axis=1)
+
+
+def format_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """`mean ± std` strings per metric, for reading (the numbers stay in `summarize`'s output)."""
+    out = pd.DataFrame(index=summary.index)
+    for metric in summary.columns.get_level_values(0).unique():
+        part = summary[metric]
+        out[metric] = [f"{m:.{digits}f} ± {s:.{digits}f}" if np.isfinite(s) else f"{m:.{digits}f}"
+                       for m, s in zip(part["mean"], part["std"])]
+    out["seeds"] = summary[summary.columns[0][0]]["n"].astype(int).values
+    return out
+
+
+def paired_comparison(results: pd.DataFrame, method_a: str, method_b: str, metric: str = "f1_macro",
+                      dataset: str | None = None) -> dict:
+    """Effect of b over a (b - a) paired by seed: mean difference, its 95 % t-interval and the paired
+    t-test p-value. Only seeds both methods finished are used."""
+    frame = results if dataset is None else results[results["dataset"] == dataset]
+    wide = frame.pivot_table(index="seed", columns="method", values=metric)
+    if method_a not in wide or method_b not in wide:
+        raise KeyError(f"methods not found; have {sorted(wide.columns)}")
+    pairs = wide[[method_a, method_b]].dropna()
+    diff = pairs[method_b] - pairs[method_a]
+    n = len(diff)
+    if n < 2:
+        return {"n": n, "mean_diff": float(diff.mean()) if n else np.nan, "ci95": (np.nan, np.nan),
+                "p_value": np.nan, "verdict": "too few paired seeds to decide"}
+    half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+    mean = float(diff.mean())
+    p = float(stats.ttest_rel(pairs[method_b], pairs[method_a]).pvalue) if diff.std(ddof=1) > 0 else 0.0
+    low, high = mean - half, mean + half
+    verdict = ("b higher beyond seed noise" if low > 0 else "b lower beyond seed noise" if high < 0
+               else "within seed noise (interval includes 0)")
+    return {"n": n, "mean_diff": mean, "ci95": (float(low), float(high)), "p_value": p, "verdict": verdict}
+
+
+def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "test", save_to=None,
+                title: str | None = None):
+    """One panel per dataset: `metric` against epoch, one line per method, mean ± std band over seeds."""
+    import matplotlib.pyplot as plt
+
+    data = metrics[metrics["split"] == split].dropna(subset=[metric])
+    datasets = sorted(data["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for method, part in data[data["dataset"] == dataset].groupby("method"):
+            curve = part.groupby("step").agg(epoch=("epoch", "mean"), mean=(metric, "mean"),
+                                             std=(metric, "std"), n=(metric, "size"))
+            std = curve["std"].fillna(0)
+            ax.plot(curve["epoch"], curve["mean"], label=f"{method} (n={curve['n'].max()})")
+            ax.fill_between(curve["epoch"], curve["mean"] - std, curve["mean"] + std, alpha=0.2)
+        ax.set(title=dataset, xlabel="epoch", ylabel=f"{split} {metric}")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if save_to:
+        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_to, dpi=120)
+    return fig
