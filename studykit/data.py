@@ -17,7 +17,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 __all__ = [
     "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED",
-    "DataError", "get_dataset", "resolve_data_dir", "dataset_files",
+    "DataError", "get_dataset", "resolve_data_dir", "dataset_files", "audit_dataset", "test_overlap_mask",
 ]
 
 AGNEWS_SPLIT_SEED = 2022   # the course's 9:1 split of the 7600-row AG News test set
@@ -231,3 +231,33 @@ def get_dataset(name, sep_token: str, data_dir=None) -> DatasetDict:
     base, kind = _split_name(name)
     ds = _load_supervised(base, sep_token, data_dir)
     return _few_shot(ds) if kind == "fs" else ds
+
+
+def audit_dataset(name: str, tokenizer, data_dir=None) -> dict:
+    """What a reader should know before training: sizes, label balance, token lengths, duplicates,
+    and test texts that also occur in train (they inflate test scores)."""
+    import numpy as np
+
+    ds = get_dataset(name, tokenizer.sep_token, data_dir)
+    labels = ds["train"].features["label"].names
+    report = {"dataset": name}
+    for split in ("train", "test"):
+        texts, ids = list(ds[split]["text"]), list(ds[split]["label"])
+        lengths = np.array([len(x) for x in tokenizer(texts, truncation=False)["input_ids"]])
+        report[f"{split}_size"] = len(texts)
+        report[f"{split}_labels"] = {labels[i]: int(c) for i, c in enumerate(np.bincount(ids, minlength=len(labels)))}
+        report[f"{split}_tokens_median"] = int(np.median(lengths))
+        report[f"{split}_tokens_p95"] = int(np.percentile(lengths, 95))
+        report[f"{split}_over_128_tokens"] = int((lengths > 128).sum())
+        report[f"{split}_duplicate_texts"] = len(texts) - len(set(texts))
+    train_texts = set(ds["train"]["text"])
+    report["test_texts_in_train"] = sum(t in train_texts for t in ds["test"]["text"])
+    report["example"] = {"text": ds["train"][0]["text"], "label": labels[ds["train"][0]["label"]]}
+    return report
+
+
+def test_overlap_mask(name: str, sep_token: str, data_dir=None) -> list[bool]:
+    """For each test example (in split order), whether its exact text also occurs in the training split."""
+    ds = get_dataset(name, sep_token, data_dir)
+    train_texts = set(ds["train"]["text"])
+    return [t in train_texts for t in ds["test"]["text"]]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .training import RunConfig
 
-__all__ = ["PROFILES", "from_env", "study_configs"]
+__all__ = ["PROFILES", "from_env", "study_configs", "describe_setup"]
 
 FIXTURE_DATA = str(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "data")
 ALL_DATASETS = ["restaurant_sup", "acl_sup", "agnews_sup"]
@@ -117,3 +117,34 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
                         data_dir=data_dir or spec["data_dir"], results_dir=results_dir or f"results/{profile}",
                         **variant))
     return configs
+
+
+def describe_setup(profile: str, configs: list[RunConfig]) -> str:
+    """The first thing a reader sees: which profile, models, data and hardware produced this notebook."""
+    import platform
+
+    import torch
+
+    from .data import resolve_data_dir
+    if torch.cuda.is_available():
+        hardware = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        hardware = f"CPU only: {cpu}, {os.cpu_count()} cores"
+    data_dirs = sorted({str(resolve_data_dir(c.data_dir)) for c in configs})
+    lines = [
+        f"profile:  {profile}",
+        f"models:   {', '.join(sorted({c.model_name for c in configs}))}",
+        f"datasets: {', '.join(sorted({c.dataset for c in configs}))}",
+        f"seeds:    {sorted({c.seed for c in configs})}   runs: {len(configs)}",
+        f"data:     {', '.join(data_dirs)}" + ("  (small synthetic fixtures in the real formats)"
+                                              if any("fixtures" in d for d in data_dirs) else ""),
+        f"results:  {sorted({c.results_dir for c in configs})[0]}",
+        f"hardware: {hardware}",
+        f"versions: python {platform.python_version()}, torch {torch.__version__}",
+    ]
+    return "\n".join(lines)

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
-           "plot_curves", "run_label", "METRICS"]
+           "plot_curves", "run_label", "describe_ranking", "METRICS"]
 
 METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss")
 
@@ -130,3 +130,21 @@ def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "t
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(save_to, dpi=120)
     return fig
+
+
+def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_better: bool = True) -> list[str]:
+    """Per dataset: the best method by mean `metric`, and whether its lead over the runner-up is beyond
+    seed noise (paired by seed). Sentences computed from the results, for the notebook's findings."""
+    lines = []
+    for dataset, part in results.groupby("dataset"):
+        means = part.groupby("method")[metric].mean().sort_values(ascending=not higher_is_better)
+        if len(means) == 1:
+            lines.append(f"{dataset}: only {means.index[0]} ran ({metric} {means.iloc[0]:.3f}).")
+            continue
+        best, second = means.index[0], means.index[1]
+        cmp = paired_comparison(part, second, best, metric)
+        low, high = cmp["ci95"]
+        lines.append(f"{dataset}: {best} has the best mean {metric} ({means.iloc[0]:.3f}) ahead of {second} "
+                     f"({means.iloc[1]:.3f}); paired difference {cmp['mean_diff']:+.3f}, 95 % CI "
+                     f"[{low:+.3f}, {high:+.3f}] over {cmp['n']} seeds: {cmp['verdict'].replace('b ', 'best ')}.")
+    return lines
