@@ -459,6 +459,8 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False):
     from accelerate import PartialState
     configs = list(configs)
     is_main = PartialState().is_main_process
+    for results_dir in dict.fromkeys(c.results_dir for c in configs):  # every process: all stop together
+        _check_writable(Path(results_dir))  # where no run could be recorded, stop before the first one
     rows = []
     outer = progress_bar(configs, desc="grid", disable=not is_main)
     for config in outer:
@@ -477,6 +479,9 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False):
                 raise
             reason = {"status": "failed", "error": f"{type(err).__name__}: {err}",
                       "traceback": traceback.format_exc(limit=5)}
+            if isinstance(err, torch.OutOfMemoryError):
+                reason["error"] += (" -- set a smaller per_device_batch_size (gradient accumulation keeps "
+                                    "batch_size) or a smaller max_length")
             if is_main:
                 write_json_atomic(failed_path, reason)
                 print(f"run failed: {config.run_dir}: {reason['error']}", flush=True)
