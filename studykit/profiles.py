@@ -135,7 +135,7 @@ def describe_setup(profile: str, configs: list[RunConfig]) -> str:
         except (OSError, StopIteration):
             pass
         hardware = f"CPU only: {cpu}, {os.cpu_count()} cores"
-    data_dirs = sorted({str(resolve_data_dir(c.data_dir)) for c in configs})
+    data_dirs = sorted({os.path.relpath(resolve_data_dir(c.data_dir)) for c in configs})
     lines = [
         f"profile:  {profile}",
         f"models:   {', '.join(sorted({c.model_name for c in configs}))}",
