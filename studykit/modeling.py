@@ -32,7 +32,8 @@ _TINY_WORDS = ("the a this that with for on in of and to it was is very quite ra
 
 def safe_name(name: str) -> str:
     """A model id or path made safe as one folder name (`org/model` -> `org--model`)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/"))[-80:]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/"))[-80:]
+    return name if name.strip(".") else f"model{name}"  # "." and ".." would step out of their folder
 
 
 def _tiny_tokenizer(kind: str):
@@ -65,9 +66,12 @@ def build_tiny_model(kind: str, out_dir: str | os.PathLike) -> Path:
     tokenizer = _tiny_tokenizer(kind)
     config_cls = transformers.BertConfig if kind == "bert" else transformers.RobertaConfig
     config = config_cls(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **TINY_SHAPE)
-    torch.manual_seed(0)  # the same tiny model on every machine
-    # An encoder without a head, like a pretrained checkpoint: each run initializes its own classifier.
-    model = transformers.AutoModel.from_config(config)
+    # The same tiny model on every machine, drawn from a forked RNG: building it inside a run must not
+    # change the run's own seeded draws (its classifier head), or a run's first time would differ.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        # An encoder without a head, like a pretrained checkpoint: each run initializes its own classifier.
+        model = transformers.AutoModel.from_config(config)
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
