@@ -389,7 +389,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
         "train_samples_per_s": samples / train_time, "train_tokens_per_s": float(tokens.item()) * nproc / train_time,
         "eval_samples_per_s": eval_count / eval_time,
         "data_prep_s": data_prep_s, "trainable_params": counts["trainable"], "total_params": counts["total"],
-        "checkpoint_bytes": trainable_bytes, "num_processes": nproc, "gradient_accumulation": accum,
+        "checkpoint_bytes": trainable_bytes, "num_labels": len(labels), "num_processes": nproc, "gradient_accumulation": accum,
         "precision": accelerator.mixed_precision, "hardware": _hardware(accelerator), "versions": _versions(),
     }
     if accelerator.device.type == "cuda":
@@ -468,7 +468,7 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False):
         row = {"model_name": config.model_name, "dataset": config.dataset, "seed": config.seed,
                "task": config.task, "adapter_size": config.adapter_size, "run_dir": str(config.run_dir)}
         if failed_path.is_file() and not retry_failed and not (config.run_dir / "summary.json").is_file():
-            rows.append({**row, "status": "failed (skipped)", **json.loads(failed_path.read_text())})
+            rows.append({**row, **json.loads(failed_path.read_text()), "status": "failed (skipped)"})
             continue
         try:
             rows.append({**row, **train_run(config)})
