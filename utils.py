@@ -15,3 +15,4 @@ from studykit.training import *    # noqa: F401,F403
 from studykit.adapters import *    # noqa: F401,F403
 from studykit.results import *     # noqa: F401,F403
 from studykit.profiles import *    # noqa: F401,F403
+from studykit.memory import *      # noqa: F401,F403

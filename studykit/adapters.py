@@ -14,6 +14,10 @@ from safetensors.torch import save_file
 from torch import nn
 from transformers.activations import ACT2FN
 
+__all__ = ["BottleneckAdapter", "add_adapters", "has_adapters", "count_parameters", "format_parameter_report",
+           "adapter_parameter_count", "adapter_state_dict", "save_adapters", "load_adapters",
+           "DEFAULT_BOTTLENECK_SIZE", "DEFAULT_ACTIVATION", "SUPPORTED_MODEL_TYPES"]
+
 DEFAULT_BOTTLENECK_SIZE = 64  # Houlsby et al. 2019 search {8, 64, 256}; 64 is adapter-bert's default
 DEFAULT_ACTIVATION = "gelu"  # adapter-bert `feedforward_adapter` uses gelu (its tanh form = "gelu_new")
 DOWN_INIT_STD = 1e-3  # adapter-bert `init_scale=1e-3`, truncated normal: "near-identity initialization"

@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
-           "plot_curves", "run_label", "describe_ranking", "METRICS"]
+           "plot_curves", "run_label", "describe_ranking", "training_memory", "METRICS"]
 
 METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss")
 
@@ -148,3 +148,35 @@ def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_
                      f"({means.iloc[1]:.3f}); paired difference {cmp['mean_diff']:+.3f}, 95 % CI "
                      f"[{low:+.3f}, {high:+.3f}] over {cmp['n']} seeds: {cmp['verdict'].replace('b ', 'best ')}.")
     return lines
+
+
+def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataFrame:
+    """Peak training memory per (dataset, method).
+
+    GPU runs: the runs' own `torch.cuda.max_memory_allocated`. CPU runs: one measured training step of the
+    same model, per-device batch and the dataset's typical length (`seq_len_by_dataset`), counting bytes of
+    parameters, gradients, optimizer state and the activations autograd saves (`measure_memory`).
+    """
+    from transformers import AutoConfig
+
+    from .data import DATASETS
+    from .memory import measure_memory
+    from .modeling import resolve_model
+    rows = []
+    for (dataset, method), part in results.groupby(["dataset", "method"]):
+        run = part.iloc[0]
+        if str(run.get("peak_memory_kind", "")).startswith("cuda"):
+            rows.append({"dataset": dataset, "method": method, "total": part["peak_memory_bytes"].mean(),
+                         "source": "cuda max allocated (runs)"})
+            continue
+        config = AutoConfig.from_pretrained(resolve_model(run["model_name"], Path(run["results_dir"]) / ".cache"))
+        config.num_labels = len(DATASETS[dataset.rsplit("_", 1)[0]].labels)
+        batch = int(run["batch_size"] // run["gradient_accumulation"] // run["num_processes"])
+        adapter = pd.notna(run["adapter_size"])  # None became NaN when frames were concatenated
+        measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]),
+                                  peft="adapter" if adapter else None,
+                                  bottleneck_size=int(run["adapter_size"]) if adapter else 64,
+                                  attn_implementation="sdpa")
+        rows.append({"dataset": dataset, "method": method, **measured,
+                     "source": f"measured step, batch {batch}, {int(seq_len_by_dataset[dataset])} tokens (CPU)"})
+    return pd.DataFrame(rows).set_index(["dataset", "method"])

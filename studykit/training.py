@@ -293,8 +293,9 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
     t_prep = time.perf_counter()
     from .data import DATASETS
     labels = _label_names(config)
-    model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir,
-                                                config.dropout, labels)
+    with accelerator.main_process_first():  # one process builds (or downloads) the model, the others read it
+        model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir,
+                                                    config.dropout, labels)
     if config.adapter_size:
         from .adapters import add_adapters
         add_adapters(model, bottleneck_size=config.adapter_size, train_layer_norm=config.adapter_train_layer_norm)
@@ -458,7 +459,9 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False):
     import pandas as pd
     from accelerate import PartialState
     configs = list(configs)
-    is_main = PartialState().is_main_process
+    # cpu=True where there is no GPU, as in train_run: a plain PartialState() would not join the process
+    # group on CPU, and each of N processes would silently train the whole grid alone.
+    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
     for results_dir in dict.fromkeys(c.results_dir for c in configs):  # every process: all stop together
         _check_writable(Path(results_dir))  # where no run could be recorded, stop before the first one
     rows = []
