@@ -1,0 +1,49 @@
+import pytest
+
+import utils
+
+
+def test_full_profile_is_the_45_run_study_with_the_reports_settings():
+    configs = utils.study_configs("task2", "full")
+    assert len(configs) == 45
+    assert {c.model_name for c in configs} == {"roberta-base", "bert-base-uncased", "allenai/scibert_scivocab_uncased"}
+    by_data = {c.dataset: (c.epochs, c.batch_size, c.learning_rate) for c in configs}
+    assert by_data == {"restaurant_sup": (4, 64, 1e-5), "acl_sup": (4, 64, 1e-5), "agnews_sup": (5, 64, 2e-5)}
+    assert len({c.run_dir for c in configs}) == 45
+
+
+def test_task3_full_has_report_and_adapter_learning_rates():
+    configs = utils.study_configs("task3", "full")
+    assert {c.adapter_size for c in configs} == {64} and {c.model_name for c in configs} == {"roberta-base"}
+    agnews = {c.learning_rate for c in configs if c.dataset == "agnews_sup"}
+    assert agnews == {5e-5, 5e-4} and {c.epochs for c in configs if c.dataset == "agnews_sup"} == {6}
+    assert {c.learning_rate for c in configs if c.dataset == "acl_sup"} == {1e-5, 5e-4}
+
+
+def test_overrides_replace_profile_values_and_results_dirs_keep_profiles_apart():
+    configs = utils.study_configs("task2", "fast", models=["tiny-bert"], seeds=[7], epochs=1, learning_rate=0.1)
+    assert {(c.model_name, c.seed, c.epochs, c.learning_rate) for c in configs} == {("tiny-bert", 7, 1, 0.1)}
+    assert configs[0].results_dir == "results/fast"
+    assert utils.study_configs("task2", "full")[0].results_dir == "results/full"
+
+
+def test_unknown_profile_or_task_lists_valid_names():
+    with pytest.raises(ValueError, match="valid: \\['fast', 'full', 'reference'\\]"):
+        utils.study_configs("task2", "huge")
+    with pytest.raises(ValueError, match="unknown task"):
+        utils.study_configs("task9", "fast")
+
+
+def test_from_env_parses_by_type_and_rejects_bad_values(monkeypatch):
+    monkeypatch.setenv("SEEDS", "1, 2,3")
+    monkeypatch.setenv("EPOCHS", "3")
+    monkeypatch.setenv("MODELS", "roberta-base,bert-base-uncased")
+    monkeypatch.setenv("LR", "none")
+    assert utils.from_env("SEEDS", None, list) == [1, 2, 3]
+    assert utils.from_env("EPOCHS", None, int) == 3
+    assert utils.from_env("MODELS", None, list) == ["roberta-base", "bert-base-uncased"]
+    assert utils.from_env("LR", 1e-5) is None
+    assert utils.from_env("UNSET_VARIABLE_XYZ", "fast") == "fast"
+    monkeypatch.setenv("EPOCHS", "four")
+    with pytest.raises(ValueError, match="EPOCHS='four' is not a valid int"):
+        utils.from_env("EPOCHS", None, int)

@@ -1,0 +1,79 @@
+import json
+
+import pytest
+
+import utils
+from studykit import training
+
+
+def _config(tmp_path, fixture_data, **kw):
+    base = dict(model_name="tiny-bert", dataset="restaurant_sup", epochs=2, batch_size=16, learning_rate=3e-3,
+                data_dir=fixture_data, results_dir=str(tmp_path / "results"), num_threads=1)
+    return utils.RunConfig(**{**base, **kw})
+
+
+def test_train_run_writes_config_metrics_and_summary(tmp_path, fixture_data):
+    config = _config(tmp_path, fixture_data)
+    summary = utils.train_run(config)
+    for key in ("accuracy", "f1_macro", "f1_micro", "eval_loss", "train_samples_per_s", "peak_memory_bytes",
+                "hardware", "versions", "time_per_epoch_s"):
+        assert key in summary
+    assert summary["eval_examples"] == 48 and summary["steps"] == 12  # 96 / 16 = 6 steps x 2 epochs
+    run = config.run_dir
+    assert run.relative_to(tmp_path / "results" / "task2" / "restaurant_sup" / "tiny-bert")
+    assert json.loads((run / "config.json").read_text())["learning_rate"] == 3e-3
+    log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in log if r["split"] == "test"]
+    assert len([r for r in evals if r["epoch"] <= 1]) >= 4, "several evaluations per epoch"
+    assert {"accuracy", "f1_macro", "f1_micro", "eval_loss"} <= set(evals[-1])
+    assert all(r["loss"] > 0 for r in log if r["split"] == "train")
+    assert evals[-1]["f1_macro"] == summary["f1_macro"]
+
+
+def test_finished_run_is_loaded_not_retrained(tmp_path, fixture_data, monkeypatch):
+    config = _config(tmp_path, fixture_data, epochs=1)
+    first = utils.train_run(config)
+    monkeypatch.setattr(training, "_train", lambda *a: pytest.fail("a finished run was trained again"))
+    assert utils.train_run(config) == first
+
+
+def test_tokenization_is_cached_per_tokenizer_and_dataset(tmp_path, fixture_data, monkeypatch):
+    utils.train_run(_config(tmp_path, fixture_data, epochs=1, seed=1))
+    cached = list((tmp_path / "results" / ".cache" / "tokenized").iterdir())
+    assert len(cached) == 1
+    # A second seed of the same (tokenizer, dataset) must not read or tokenize the raw data again.
+    monkeypatch.setattr(training, "get_dataset", lambda *a: pytest.fail("re-tokenized"))
+    utils.train_run(_config(tmp_path, fixture_data, epochs=1, seed=2))
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, fixture_data):
+    common = dict(epochs=1, dropout=0.0, group_by_length=False)  # same sample order for both
+    whole = utils.train_run(_config(tmp_path / "a", fixture_data, **common))
+    accumulated = utils.train_run(_config(tmp_path / "b", fixture_data, per_device_batch_size=8, **common))
+    assert accumulated["gradient_accumulation"] == 2 and whole["gradient_accumulation"] == 1
+    assert accumulated["steps"] == whole["steps"]
+    assert accumulated["eval_loss"] == pytest.approx(whole["eval_loss"], abs=1e-4)
+    assert accumulated["train_loss"] == pytest.approx(whole["train_loss"], abs=1e-4)
+
+
+def test_adapter_run_trains_few_parameters_and_saves_only_them(tmp_path, fixture_data):
+    full = utils.train_run(_config(tmp_path, fixture_data, model_name="tiny-roberta", epochs=1))
+    config = _config(tmp_path, fixture_data, model_name="tiny-roberta", epochs=1, adapter_size=8,
+                     learning_rate=1e-2, task="task3")
+    adapter = utils.train_run(config)
+    assert adapter["trainable_params"] < 0.2 * adapter["total_params"]
+    assert full["trainable_params"] == full["total_params"]
+    saved = config.run_dir / "adapter.safetensors"
+    assert saved.is_file() and adapter["checkpoint_bytes"] == saved.stat().st_size
+    assert adapter["checkpoint_bytes"] < full["checkpoint_bytes"] / 3
+
+
+def test_weight_decay_skips_biases_and_layer_norms(tmp_path, fixture_data):
+    model, _ = utils.load_model_and_tokenizer("tiny-bert", 3, tmp_path)
+    optimizer = training._optimizer(model, _config(tmp_path, fixture_data, weight_decay=0.1), fused=False)
+    decayed, plain = optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decayed["params"])
+    assert any("LayerNorm" in names[id(p)] for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
