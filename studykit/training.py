@@ -178,22 +178,22 @@ def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | No
         "data": _data_fingerprint(config.dataset, config.data_dir), "max_length": config.max_length,
         "class": type(tokenizer).__name__}, sort_keys=True).encode()).hexdigest()[:16]
     path = config.cache_dir / "tokenized" / key
-    if not (path / "dataset_dict.json").is_file():
-        def build():
-            if (path / "dataset_dict.json").is_file():
-                return
-            raw = get_dataset(config.dataset, tokenizer.sep_token, config.data_dir)
-            encoded = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=config.max_length),
-                              batched=True, remove_columns=["text"])
-            encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            encoded.save_to_disk(str(tmp))
-            tmp.replace(path)
-        if accelerator is None:
+
+    def build():
+        if (path / "dataset_dict.json").is_file():
+            return
+        raw = get_dataset(config.dataset, tokenizer.sep_token, config.data_dir)
+        encoded = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=config.max_length),
+                          batched=True, remove_columns=["text"])
+        encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        encoded.save_to_disk(str(tmp))
+        tmp.replace(path)
+    if accelerator is None:
+        build()
+    else:  # always entered, cache or not: every process must meet the same barriers, or they deadlock
+        with accelerator.main_process_first():
             build()
-        else:
-            with accelerator.main_process_first():
-                build()
     return datasets.load_from_disk(str(path))
 
 
