@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -265,9 +266,11 @@ def _meta_stats(config_json, peft, lora_rank, lora_targets, bottleneck_size):
             raise ValueError(f"no Linear module matches lora_targets={targets} in {config.model_type}")
         roles, norms_trainable = frozenset(roles - {None}), False
         note = f"LoRA r={lora_rank} on {', '.join(targets)}"
-        for name in head_names:  # the classification head stays trainable (peft's modules_to_save)
-            if isinstance(getattr(model, name, None), nn.Module):
-                trainable += [tuple(p.shape) for p in getattr(model, name).parameters()]
+        for name in head_names:  # the classification head stays trainable (peft's modules_to_save),
+            if isinstance(getattr(model, name, None), nn.Module):  # a trained copy beside the frozen original
+                head = [tuple(p.shape) for p in getattr(model, name).parameters()]
+                trainable += head
+                added += sum(math.prod(s) for s in head)
     elif peft == "adapter":
         from studykit import adapters  # the real module of Task 3
         roles, adapter = frozenset(), bottleneck_size
@@ -371,6 +374,7 @@ def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory
     - gated MLP (SwiGLU): gate, activation output, up and product (4 x intermediate);
     - Hugging Face's RMSNorm keeps an fp32 copy of its input, and its normalized output if trained;
     - dropout masks are 1 byte on CUDA (bool), a full tensor on CPU; no mask when p = 0;
+    - under PEFT the embeddings are frozen, so the first layer keeps only what its trained parts need;
     - outside the layers: the embedding LayerNorm and dropout (BERT-style), the final norm, the
       output layer's input, and the fp32 log-softmax of the logits (s·b·vocab·4 bytes).
     """
@@ -382,45 +386,56 @@ def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory
     h, f = a.hidden, a.intermediate
     qd, kvd = a.heads * a.head_dim, a.kv_heads * a.head_dim
     roles, norms_trained = st["roles"], st["norms_trainable"]
-    per_layer = []
-
-    def add(name, nbytes, when=True):
-        if when and nbytes:
-            per_layer.append((name, int(nbytes)))
-
     norm_in = 4 if a.norm == "rmsnorm" else act
-    add("norm inputs (2)", 2 * h * T * norm_in)
-    add("RMSNorm outputs (2, trained weight)", 2 * h * T * act, a.norm == "rmsnorm" and norms_trained)
-    add("Q/K/V input", h * T * act, bool(roles & {"q", "k", "v"}))
-    if memory_efficient_attention:
-        add("Q", qd * T * act)
-        add("K, V (KV heads)", 2 * kvd * T * act)
-        add("attention output (= projection input)", qd * T * act)
-        add("softmax log-sum-exp (fp32)", a.heads * T * 4)
-    else:
-        add("Q, K, V (K, V repeated to all heads)", 3 * qd * T * act)
-        s2 = a.heads * seq_len * T
-        upcast = a.causal  # HF's eager decoders: softmax(..., dtype=float32).to(query.dtype)
-        add("softmax output" + (" (fp32)" if upcast and act < 4 else ""), s2 * (4 if upcast else act))
-        if a.attention_dropout > 0:
-            add("attention dropout mask", s2 * mask)
-            add("attention dropout output", s2 * act)
-        elif upcast and act < 4:
-            add("softmax output cast to 16 bit", s2 * act)
-        add("projection input", qd * T * act, "o" in roles)
-    add("dropout masks (2)", 2 * h * T * mask, a.hidden_dropout > 0)
-    add("MLP input", h * T * act, "up" in roles)
-    if a.gated:
-        add("gate, activation output, up (3 x intermediate)", 3 * f * T * act)
-    else:
-        add("activation input (intermediate)", f * T * act)
-    add("down-projection input (intermediate)", f * T * act, "down" in roles)
-    if st["adapter_size"]:
-        m = st["adapter_size"]
-        add("adapters (2): input + bottleneck act. input/output", 2 * (h + 2 * m) * T * act)
-    if st["lora_rank"]:
-        add("LoRA A outputs (r per targeted Linear)", st["lora_per_layer"] * st["lora_rank"] * T * act)
 
+    def layer_terms(grad_from_below):
+        """One layer's kept tensors; grad_from_below=False for the first layer over frozen embeddings."""
+        terms = []
+
+        def add(name, nbytes, when=True):
+            if when and nbytes:
+                terms.append((name, int(nbytes)))
+        # pre-norm decoders: the attention norm reads the layer input; it keeps it only if a gradient is
+        # wanted for it (RMSNorm) or for its weight (LayerNorm). Post-norm encoders read the embedding LN.
+        norm1_kept = grad_from_below or (a.norm == "layernorm" and norms_trained) or not a.causal
+        add("norm inputs (2)", (1 + norm1_kept) * h * T * norm_in)
+        add("RMSNorm outputs (2, trained weight)", 2 * h * T * act, a.norm == "rmsnorm" and norms_trained)
+        add("Q/K/V input", h * T * act, bool(roles & {"q", "k", "v"}))
+        # which of Q, K, V need a gradient: all, unless nothing below (nor the norm) is trained
+        req = {"q", "k", "v"} if grad_from_below or norms_trained else roles & {"q", "k", "v"}
+        if memory_efficient_attention:
+            add("Q", qd * T * act, bool(req))
+            add("K, V (KV heads)", 2 * kvd * T * act, bool(req))
+            add("attention output (= projection input)", qd * T * act, bool(req))
+            add("softmax log-sum-exp (fp32)", a.heads * T * 4, bool(req))
+        else:
+            scores = bool(req & {"q", "k"})  # Q·Kᵀ keeps Q for K's gradient and K for Q's
+            n = ("k" in req) + ("q" in req) + scores
+            add("Q, K, V (K, V repeated to all heads)", n * qd * T * act)
+            s2 = a.heads * seq_len * T
+            upcast = a.causal  # HF's eager decoders: softmax(..., dtype=float32).to(query.dtype)
+            add("softmax output" + (" (fp32)" if upcast and act < 4 else ""), s2 * (4 if upcast else act), scores)
+            if a.attention_dropout > 0:
+                add("attention dropout mask", s2 * mask, scores)
+                add("attention dropout output", s2 * act, "v" in req)
+            elif upcast and act < 4:
+                add("softmax output cast to 16 bit", s2 * act, "v" in req)
+            add("projection input", qd * T * act, "o" in roles)
+        add("dropout masks (2)", 2 * h * T * mask, a.hidden_dropout > 0)
+        add("MLP input", h * T * act, "up" in roles)
+        if a.gated:
+            add("gate, activation output, up (3 x intermediate)", 3 * f * T * act)
+        else:
+            add("activation input (intermediate)", f * T * act)
+        add("down-projection input (intermediate)", f * T * act, "down" in roles)
+        if st["adapter_size"]:
+            m = st["adapter_size"]
+            add("adapters (2): input + bottleneck act. input/output", 2 * (h + 2 * m) * T * act)
+        if st["lora_rank"]:
+            add("LoRA A outputs (r per targeted Linear)", st["lora_per_layer"] * st["lora_rank"] * T * act)
+        return terms
+
+    per_layer = layer_terms(True)
     other = []
     full = st["roles"] == ALL_ROLES and norms_trained
     if not a.causal:
@@ -436,6 +451,10 @@ def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory
         if full:
             other.append(("output layer input", h * T * act))
         other.append(("log-softmax of the logits (fp32)", a.vocab * T * 4))
+    if roles != ALL_ROLES:  # PEFT: embeddings frozen, so no gradient flows into the first layer
+        first = sum(b for _, b in layer_terms(False)) - sum(b for _, b in per_layer)
+        if first:
+            other.append(("first layer: inputs with no gradient from below not kept", first))
     return dict(per_layer=per_layer, other=other, layers=a.layers,
                 layer_input=h * T * act, arch=a)
 
@@ -609,7 +628,8 @@ def _make_optimizer(name, params):
 
 
 def measure_memory(model="roberta-base", batch_size=2, seq_len=64, precision="fp32", optimizer="adamw",
-                   peft=None, bottleneck_size=64, attn_implementation="eager", device=None, seed=0):
+                   peft=None, bottleneck_size=64, lora_rank=16, lora_targets=None, attn_implementation="eager",
+                   device=None, seed=0):
     """Bytes per component of one real training step (same keys as `estimate_memory`).
 
     The model is built from its config (random shapes, no download). Parameters, gradients and
@@ -619,7 +639,8 @@ def measure_memory(model="roberta-base", batch_size=2, seq_len=64, precision="fp
     CUDA `total` is `torch.cuda.max_memory_allocated` over a second step, and `overhead` what it holds
     beyond the components (temporaries at the peak). precision: "fp32" or "bf16" (pure bf16; mixed
     precision with autocast keeps 16-bit weight copies that would land among the activations).
-    peft: None or "adapter" (Task 3's `add_adapters`).
+    peft: None, "adapter" (Task 3's `add_adapters`) or "lora" (the `peft` library, if installed:
+    LoRA without dropout on `lora_targets`, the classification head trained as peft does).
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError("measure_memory supports precision 'fp32' or 'bf16' (pure); see its docstring")
@@ -632,8 +653,16 @@ def measure_memory(model="roberta-base", batch_size=2, seq_len=64, precision="fp
     if peft == "adapter":
         from studykit.adapters import add_adapters
         add_adapters(net, bottleneck_size=bottleneck_size)
+    elif peft == "lora":
+        from peft import LoraConfig, get_peft_model  # optional: pip install peft
+        targets = list(lora_targets or LORA_DEFAULT_TARGETS.get(config.model_type, LORA_DEFAULT_TARGETS_DECODER))
+        with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5: not our concern
+            warnings.simplefilter("ignore", FutureWarning)
+            net = get_peft_model(net, LoraConfig(
+                r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=targets,
+                task_type="SEQ_CLS" if _is_encoder(config) else "CAUSAL_LM"))
     elif peft is not None:
-        raise ValueError("measure_memory supports peft=None or 'adapter'")
+        raise ValueError("measure_memory supports peft=None, 'adapter' or 'lora'")
     net.train()
     params = list(net.parameters())
     trainable = [p for p in params if p.requires_grad]
@@ -686,12 +715,10 @@ def _state_bytes(opt):
 # It counts every kept tensor of size O(s·b·h), O(s·b·intermediate), O(a·s²·b) or O(s·b·vocab) and
 # skips only per-token scalars (norm mean/rstd: 4-8 bytes per token per norm), token ids, RoPE
 # cos/sin and loss bookkeeping: about 5 scalars per token per layer against >= 15 vectors of width
-# h, i.e. 5/(15·h) = 0.13 % at h = 256 (measured: -0.03 % to -0.19 % on every validation case).
-# Under PEFT the first layer receives no gradient from below, so a few of its inputs are not kept
-# (< 1/L of one term; < 0.1 % measured). 1 % leaves room for that and for library-version noise,
-# while a missed or double-counted tensor of width h in a layer (>= 1/25 of the layer, 4 %) fails.
-# Weights, gradients and optimizer state are counted exactly (step counters aside), so the total,
-# which they dominate in these cases, gets the same 1 %.
+# h, i.e. 5/(15·h) = 0.13 % at h = 256 (measured: -0.03 % to -0.21 % on every validation case, full,
+# adapters and LoRA). 1 % leaves room for library-version noise in those small pieces, while a missed
+# or double-counted tensor of width h in a layer (>= 1/25 of the layer, 4 %) fails. Weights, gradients
+# and optimizer state are counted exactly (step counters aside), so the total gets the same 1 %.
 ACTIVATION_TOLERANCE = 0.01
 TOTAL_TOLERANCE = 0.01
 
@@ -710,11 +737,19 @@ def validation_cases(profile="fast"):
         dict(model="llama-mini", peft=None, batch_size=2, seq_len=64, optimizer="sgd_momentum"),
         dict(model="llama-mini", peft=None, batch_size=2, seq_len=64, optimizer="adafactor"),
     ]
+    if _peft_installed():  # LoRA is measured with the peft library when it is there
+        cases += [dict(model="roberta-mini", peft="lora", batch_size=4, seq_len=64),
+                  dict(model="llama-mini", peft="lora", batch_size=4, seq_len=128, attn_implementation="sdpa")]
     if profile != "fast":
         cases += [dict(model="roberta-base", peft=None, batch_size=4, seq_len=128),
                   dict(model="roberta-base", peft="adapter", batch_size=4, seq_len=128),
                   dict(model="llama-mini", peft=None, batch_size=8, seq_len=256, attn_implementation="sdpa")]
     return cases
+
+
+def _peft_installed():
+    import importlib.util
+    return importlib.util.find_spec("peft") is not None
 
 
 def validate_estimates(cases=None, profile="fast"):
@@ -733,7 +768,7 @@ def validate_estimates(cases=None, profile="fast"):
         est_total = estimated["total"]
         meas_total = measured["total"] - measured["overhead"]  # the overhead is not modelled per case
         rows.append(dict(
-            model=c["model"], method="adapter" if c["peft"] else "full", precision=c["precision"],
+            model=c["model"], method=c["peft"] or "full", precision=c["precision"],
             optimizer=c["optimizer"], attention=c["attn_implementation"], batch=c["batch_size"],
             seq=c["seq_len"],
             est_activations_MB=estimated["activations"] / 1e6, meas_activations_MB=measured["activations"] / 1e6,

@@ -90,6 +90,14 @@ def test_lora_counted_exactly_on_the_model():
     assert allc["trainable"] == 28 * 8 * per_layer
 
 
+def test_lora_on_an_encoder_keeps_the_head_trainable():
+    c = M.count_model_parameters("roberta-base", peft="lora", lora_rank=16)
+    lora, head = 12 * 2 * 16 * (768 + 768), 768 * 768 + 768 + 768 * 2 + 2  # query and value; dense + out_proj
+    assert c["trainable"] == lora + head == 1_181_954
+    # peft's modules_to_save trains a copy of the head and keeps the frozen original
+    assert c["total"] == 124_647_170 + lora + head
+
+
 def test_adapters_from_the_real_module():
     c = M.count_model_parameters("roberta-base", peft="adapter", bottleneck_size=64)
     adapters = 2 * 12 * (2 * 64 * 768 + 64 + 768)

@@ -82,7 +82,8 @@ def jupyterlab(tmp_path):
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(cfg), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-               TORCH_THREADS="1", HF_HUB_OFFLINE="1")
+               TORCH_THREADS="1", HF_HUB_OFFLINE="1",
+               MEMORY_MODEL="roberta-base")  # the parameters cell's override: a quicker first render
     log = open(tmp_path / "jupyterlab.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
