@@ -507,7 +507,11 @@ def launch_grid(configs, num_processes: int = 1, retry_failed: bool = False):
     notebook_launcher; on CPU they talk over gloo). Returns the grid's status table."""
     if num_processes <= 1:
         return run_grid(configs, retry_failed=retry_failed)
+    import socket
     from accelerate import notebook_launcher
-    notebook_launcher(_grid_worker, (list(configs), retry_failed), num_processes=num_processes)
+    with socket.socket() as s:  # a free port: Accelerate's fixed default 29500 clashes with other jobs on the node
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    notebook_launcher(_grid_worker, (list(configs), retry_failed), num_processes=num_processes, use_port=port)
     from .results import load_results
     return load_results(configs[0].results_dir)
