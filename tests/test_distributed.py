@@ -1,0 +1,142 @@
+"""Two CPU processes (gloo) against one, with the same global batch (16 = 2 x 8) and dropout 0.
+
+The test split has 47 examples and evaluation batches of 5, so the two processes get a ragged last
+batch that Accelerate pads with duplicates: `gather_for_metrics` must drop them (every example once).
+
+Tolerance: the two runs do the same arithmetic in a different order (the gradient is the mean of two
+all-reduced half-batch means instead of one 16-example mean, and each half is padded to its own
+length, so matmul shapes differ). In fp32 that changes results at ~1e-7 relative per step; over 12
+AdamW steps it stays far below 1e-4, the tolerance used for losses here. Predictions may only flip
+where a logit margin is below that noise, so accuracy may differ by at most one example.
+"""
+import importlib.util
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studykit.training import train_run
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = ROOT / "tests" / "fixtures" / "data"
+GRID_SCRIPT = ROOT / "tests" / "scripts" / "grid.py"
+_spec = importlib.util.spec_from_file_location("grid_script", GRID_SCRIPT)
+grid = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(grid)
+
+RUN_FILES = ["config.json", "metrics.jsonl", "summary.json"]
+TEST_SIZE = 47
+LOSS_TOLERANCE = 1e-4
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PROGRESS": "text", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def odd_data(tmp_path_factory):
+    """The restaurant fixture with 47 test examples: not divisible by 2 processes or by the eval batch of 5."""
+    data = tmp_path_factory.mktemp("odd_data")
+    (data / "restaurant").mkdir()
+    (data / "restaurant" / "train.json").write_text((FIXTURE / "restaurant" / "train.json").read_text())
+    test = json.loads((FIXTURE / "restaurant" / "test.json").read_text())
+    (data / "restaurant" / "test.json").write_text(json.dumps(dict(list(test.items())[:TEST_SIZE])))
+    return data
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, odd_data):
+    config = grid.make_config(tmp_path_factory.mktemp("one_process"), odd_data)
+    train_run(config)
+    return config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_log(config):
+    return [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_two_process_run_is_correct(config, reference):
+    summary = json.loads((config.run_dir / "summary.json").read_text())
+    assert summary["num_processes"] == 2, "the launch silently ran one process"
+    assert summary["gradient_accumulation"] == 1 and summary["eval_examples"] == TEST_SIZE
+    # Only the main process wrote: one set of run files, no temporary or probe files from rank 1.
+    root = Path(config.results_dir)
+    written = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
+    assert written == sorted(str(config.run_dir.relative_to(root) / name) for name in RUN_FILES)
+    assert not [p for p in root.rglob("*") if ".tmp" in p.name or p.name.startswith(".write-test")]
+
+    ours, theirs = read_log(config), read_log(reference)
+    assert [(r["step"], r["split"]) for r in ours] == [(r["step"], r["split"]) for r in theirs]
+    for mine, ref in zip(ours, theirs):
+        if mine["split"] == "test":
+            assert mine["eval_examples"] == TEST_SIZE  # every test example exactly once, at every evaluation
+            assert mine["eval_loss"] == pytest.approx(ref["eval_loss"], abs=LOSS_TOLERANCE)
+            assert abs(mine["accuracy"] - ref["accuracy"]) <= 1 / TEST_SIZE + 1e-12
+        else:
+            assert mine["loss"] == pytest.approx(ref["loss"], abs=LOSS_TOLERANCE)
+            assert mine["lr"] == pytest.approx(ref["lr"], rel=1e-12)  # the schedule counts optimizer steps
+
+
+@pytest.mark.timeout(240)
+def test_accelerate_launch_two_cpu_processes_match_one_process(tmp_path, odd_data, one_process):
+    """The shell path the README documents (see the pitfall: without --multi_gpu it starts ONE process)."""
+    two = grid.make_config(tmp_path / "results", odd_data)
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+               str(GRID_SCRIPT), two.results_dir, str(odd_data), "1"]
+    done = subprocess.run(command, env={**ENV, "ACCELERATE_USE_CPU": "1"}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=230)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "rank 0 of 2: grid done" in output and "rank 1 of 2: grid done" in output
+    headers = re.findall(r"\[task2\] tiny-bert on .*", output)  # after a progress bar's \r, maybe
+    assert len(headers) == 1 and "batch 16 = 2 proc x 8 x 1 accum" in headers[0]  # main process only
+    assert_two_process_run_is_correct(two, one_process)
+
+
+LAUNCH_GRID = """
+import sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import grid
+from studykit.training import launch_grid
+launch_grid(grid.make_grid(sys.argv[3], sys.argv[4], seeds=(1, 2)), num_processes=2)
+"""
+
+
+@pytest.mark.timeout(240)
+def test_launch_grid_two_processes_from_a_fresh_interpreter(tmp_path, odd_data, one_process):
+    """The notebook path: notebook_launcher in an interpreter where no Accelerator exists yet, on a machine
+    where another job holds Accelerate's default port 29500 (two notebooks on one node)."""
+    results = tmp_path / "results"
+    with socket.socket() as other_job:
+        try:
+            other_job.bind(("127.0.0.1", 29500))
+            other_job.listen()
+        except OSError:
+            pass  # already taken by someone else: the same situation
+        done = subprocess.run([sys.executable, "-c", LAUNCH_GRID, str(ROOT), str(GRID_SCRIPT.parent), str(results),
+                               str(odd_data)], env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=200)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    first, second = grid.make_grid(results, odd_data, seeds=(1, 2))
+    assert output.count("[task2] tiny-bert on") == 2  # one header per run: the main process only
+    for config in (first, second):
+        summary = json.loads((config.run_dir / "summary.json").read_text())
+        assert summary["num_processes"] == 2 and summary["eval_examples"] == TEST_SIZE
+        assert sorted(os.listdir(config.run_dir)) == RUN_FILES
+    written = [p for p in results.rglob("*") if p.is_file() and ".cache" not in p.parts]
+    assert len(written) == 2 * len(RUN_FILES)
+    assert not [p for p in results.rglob("*") if ".tmp" in p.name or p.name.startswith(".write-test")]
+    log = read_log(first)
+    assert [r["step"] for r in log] == [r["step"] for r in read_log(one_process)]
+    for mine, ref in zip(log, read_log(one_process)):
+        key = "eval_loss" if mine["split"] == "test" else "loss"
+        assert mine[key] == pytest.approx(ref[key], abs=LOSS_TOLERANCE)
