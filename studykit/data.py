@@ -226,6 +226,8 @@ def get_dataset(name, sep_token: str, data_dir=None) -> DatasetDict:
     if isinstance(name, (list, tuple)):
         if not name:
             raise DataError(f"empty list of datasets; valid names: {', '.join(DATASET_NAMES)}")
+        for n in name:  # every name checked before any file is read: an unknown one is named first
+            _split_name(n)
         parts = [get_dataset(n, sep_token, data_dir) for n in name]
         return parts[0] if len(parts) == 1 else _merge(parts)
     base, kind = _split_name(name)
