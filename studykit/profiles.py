@@ -11,7 +11,7 @@ import ast
 import os
 from pathlib import Path
 
-from .training import RunConfig
+from .training import RunConfig, cpu_name
 
 __all__ = ["PROFILES", "from_env", "study_configs", "describe_setup"]
 
@@ -129,12 +129,7 @@ def describe_setup(profile: str, configs: list[RunConfig]) -> str:
     if torch.cuda.is_available():
         hardware = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
     else:
-        cpu = platform.processor() or platform.machine()
-        try:
-            cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        hardware = f"CPU only: {cpu}, {os.cpu_count()} cores"
+        hardware = f"CPU only: {cpu_name()}, {os.cpu_count()} cores"
     data_dirs = sorted({os.path.relpath(resolve_data_dir(c.data_dir)) for c in configs})
     lines = [
         f"profile:  {profile}",

@@ -261,16 +261,19 @@ def evaluate(model, loader, accelerator) -> dict:
             "eval_loss": float(torch.cat(losses).mean()), "eval_examples": int(len(y_true))}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what `platform` knows."""
+    try:
+        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _hardware(accelerator) -> str:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
     else:
-        name = platform.processor() or platform.machine()
-        try:
-            name = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        name = f"CPU {name}, {torch.get_num_threads()} threads"
+        name = f"CPU {cpu_name()}, {torch.get_num_threads()} threads"
     return f"{accelerator.num_processes} x {name}"
 
 
@@ -304,7 +307,9 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
     train_loader, test_loader, generator = _loaders(config, encoded, tokenizer, per_device, pad_multiple)
     data_prep_s = time.perf_counter() - t_prep
 
-    optimizer = _optimizer(model, config, fused=accelerator.device.type == "cuda")
+    # Fused AdamW on CPU too: one kernel instead of a Python loop over ~100 tensors (MiniLM, 1 thread:
+    # optimizer step 0.215 -> 0.038 s CPU, a batch-32 restaurant step 1.46 -> 1.21 s).
+    optimizer = _optimizer(model, config, fused=accelerator.device.type in ("cuda", "cpu"))
     if config.compile:
         model = torch.compile(model, dynamic=True)  # dynamic: padded lengths vary from batch to batch
     model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
@@ -323,7 +328,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
               f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, {total_steps} steps, "
               f"batch {config.batch_size} = {nproc} proc x {per_device} x {accum} accum, "
               f"precision {accelerator.mixed_precision}, device {accelerator.device}", flush=True)
-    log, train_time, samples, tokens = [], 0.0, 0, torch.zeros((), device=accelerator.device)
+    log, train_time, samples, tokens, padded = [], 0.0, 0, torch.zeros((), device=accelerator.device), 0
     loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
     step, epoch_times, eval_time, eval_count = 0, [], 0.0, 0
     if accelerator.device.type == "cuda":
@@ -346,6 +351,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
             loss_sum += loss.detach()   # stays on the device: no host sync per step
             loss_count += 1
             tokens += batch["attention_mask"].sum()
+            padded += batch["attention_mask"].numel()  # a host int: no sync
             samples += len(batch["labels"]) * nproc
             if not accelerator.sync_gradients:
                 continue
@@ -389,6 +395,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
         "time_per_epoch_s": float(np.mean(epoch_times)) if epoch_times else None,
         "train_samples_per_s": samples / train_time, "train_tokens_per_s": float(tokens.item()) * nproc / train_time,
         "eval_samples_per_s": eval_count / eval_time,
+        "train_padding_fraction": 1 - float(tokens.item()) / max(padded, 1),  # pad share of the tokens computed
         "data_prep_s": data_prep_s, "trainable_params": counts["trainable"], "total_params": counts["total"],
         "checkpoint_bytes": trainable_bytes, "num_labels": len(labels), "num_processes": nproc, "gradient_accumulation": accum,
         "precision": accelerator.mixed_precision, "hardware": _hardware(accelerator), "versions": _versions(),
