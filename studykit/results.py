@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
-           "plot_curves", "run_label", "describe_ranking", "training_memory", "METRICS"]
+           "plot_curves", "run_label", "describe_ranking", "training_memory", "overlap_effect", "METRICS"]
 
 METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss")
 
@@ -180,3 +180,28 @@ def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataF
         rows.append({"dataset": dataset, "method": method, **measured,
                      "source": f"measured step, batch {batch}, {int(seq_len_by_dataset[dataset])} tokens (CPU)"})
     return pd.DataFrame(rows).set_index(["dataset", "method"])
+
+
+def overlap_effect(results: pd.DataFrame, dataset: str, data_dir=None) -> pd.DataFrame:
+    """Per method, macro-F1 and accuracy on the whole test split and on the test examples whose text does
+    not occur in the training split (read from each run's predictions.json), mean over seeds."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from .data import get_dataset, test_overlap_mask
+    labels = np.array(get_dataset(dataset, "[SEP]", data_dir)["test"]["label"])
+    unseen = ~np.array(test_overlap_mask(dataset, "[SEP]", data_dir))
+    rows = []
+    for _, run in results[results["dataset"] == dataset].iterrows():
+        path = Path(run["run_dir"]) / "predictions.json"
+        if not path.is_file():
+            continue
+        pred = np.array(json.loads(path.read_text()))
+        rows.append({"method": run["method"], "seed": run["seed"],
+                     "f1_macro_all": f1_score(labels, pred, average="macro"),
+                     "f1_macro_unseen": f1_score(labels[unseen], pred[unseen], average="macro"),
+                     "accuracy_all": accuracy_score(labels, pred),
+                     "accuracy_unseen": accuracy_score(labels[unseen], pred[unseen])})
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows).groupby("method").mean(numeric_only=True).drop(columns="seed")
+    return table.assign(test_examples=len(labels), unseen_examples=int(unseen.sum()))

@@ -5,6 +5,7 @@ The same code runs in one process and in several (`accelerate launch`, `torchrun
 `results_dir/<task>/<dataset>/<model>/<config hash>/seed<seed>/`:
 - `config.json`  the full config (written first),
 - `metrics.jsonl` one JSON object per logged step (train loss) and per evaluation,
+- `predictions.json` the final predicted label of every test example, in the test split's order,
 - `summary.json` final metrics, speed, memory, hardware, versions; written last and atomically, so its
   presence means "finished" and a grid skips the run,
 - `failed.json`  why a run failed (the grid goes on; `retry_failed=True` runs it again).
@@ -209,9 +210,9 @@ def _loaders(config, encoded, tokenizer, per_device, pad_multiple):
     train_loader = DataLoader(train.select_columns(columns), batch_size=per_device, sampler=sampler,
                               collate_fn=collate)
     # Evaluation sorted by length: nearly no padding, and the order does not change the metrics.
-    test = encoded["test"]
+    test = encoded["test"].add_column("idx", list(range(len(encoded["test"]))))
     order = np.argsort(test["length"], kind="stable")[::-1]
-    test_loader = DataLoader(test.select(order).select_columns(columns), batch_size=config.eval_batch_size,
+    test_loader = DataLoader(test.select(order).select_columns(columns + ["idx"]), batch_size=config.eval_batch_size,
                              shuffle=False, collate_fn=collate)
     return train_loader, test_loader, generator
 
@@ -244,21 +245,25 @@ def _optimizer(model, config, fused: bool):
 
 @torch.inference_mode()
 def evaluate(model, loader, accelerator) -> dict:
-    """Accuracy, macro/micro-F1 (scikit-learn) and mean loss over the test set, every example once."""
+    """Accuracy, macro/micro-F1 (scikit-learn) and mean loss over the test set, every example once, plus
+    `predictions`: the predicted label of each test example, in the test split's order."""
     model.eval()
-    preds, labels, losses = [], [], []
+    preds, labels, losses, index = [], [], [], []
     for batch in loader:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
         # Gathered once per batch, so the last batch's padding duplicates are dropped (see Accelerate docs).
-        p, y, l = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss))
-        preds.append(p.cpu()), labels.append(y.cpu()), losses.append(l.float().cpu())
+        p, y, l, i = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss, batch["idx"]))
+        preds.append(p.cpu()), labels.append(y.cpu()), losses.append(l.float().cpu()), index.append(i.cpu())
     model.train()
     y_pred, y_true = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+    in_split_order = np.empty_like(y_pred)
+    in_split_order[torch.cat(index).numpy()] = y_pred  # the loader is sorted by length
     return {"accuracy": float(accuracy_score(y_true, y_pred)),
             "f1_macro": float(f1_score(y_true, y_pred, average="macro")),
             "f1_micro": float(f1_score(y_true, y_pred, average="micro")),
-            "eval_loss": float(torch.cat(losses).mean()), "eval_examples": int(len(y_true))}
+            "eval_loss": float(torch.cat(losses).mean()), "eval_examples": int(len(y_true)),
+            "predictions": in_split_order.tolist()}
 
 
 def cpu_name() -> str:
@@ -371,6 +376,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
                 t_eval = time.perf_counter()
                 train_time += t_eval - t0
                 metrics = evaluate(model, test_loader, accelerator)
+                predictions = metrics.pop("predictions")
                 eval_time += time.perf_counter() - t_eval
                 eval_count += metrics["eval_examples"]
                 log.append({"step": step, "epoch": step / steps_per_epoch, "split": "test", **metrics})
@@ -411,7 +417,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
         save_adapters(accelerator.unwrap_model(model), path)
         summary["checkpoint_bytes"] = path.stat().st_size
     del model, optimizer, train_loader, test_loader
-    return summary, log
+    return summary, log, predictions
 
 
 def _label_names(config):
@@ -435,11 +441,12 @@ def train_run(config: RunConfig) -> dict:
         _check_writable(Path(config.results_dir))
         write_json_atomic(config.run_dir / "config.json", dataclasses.asdict(config))
     t_start = time.perf_counter()
-    summary, log = _train(config, accelerator)
+    summary, log, predictions = _train(config, accelerator)
     summary["wall_time_s"] = time.perf_counter() - t_start
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json_atomic(config.run_dir / "metrics.jsonl", log, lines=True)
+        write_json_atomic(config.run_dir / "predictions.json", predictions)  # final test predictions
         (config.run_dir / "failed.json").unlink(missing_ok=True)
         write_json_atomic(summary_path, summary)  # last: marks the run finished
     accelerator.free_memory()

@@ -77,3 +77,16 @@ def test_weight_decay_skips_biases_and_layer_norms(tmp_path, fixture_data):
     assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decayed["params"])
     assert any("LayerNorm" in names[id(p)] for p in plain["params"])
     assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_predictions_are_saved_in_test_split_order(tmp_path, fixture_data):
+    config = _config(tmp_path, fixture_data, epochs=8)
+    summary = utils.train_run(config)
+    predictions = json.loads((config.run_dir / "predictions.json").read_text())
+    labels = utils.get_dataset("restaurant_sup", "[SEP]", fixture_data)["test"]["label"]
+    assert len(predictions) == 48 and len(set(predictions)) > 1  # a constant guess would hide the order
+    accuracy = sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+    assert accuracy == pytest.approx(summary["accuracy"])  # wrong order would not reproduce it
+    results = utils.load_results(config.results_dir)
+    table = utils.overlap_effect(results, "restaurant_sup", fixture_data)
+    assert table["accuracy_all"].iloc[0] == pytest.approx(summary["accuracy"])
