@@ -190,12 +190,32 @@ def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | No
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         encoded.save_to_disk(str(tmp))
         tmp.replace(path)
-    if accelerator is None:
-        build()
-    else:  # always entered, cache or not: every process must meet the same barriers, or they deadlock
-        with accelerator.main_process_first():
-            build()
+    _main_process_first(accelerator, build)
     return datasets.load_from_disk(str(path))
+
+
+def _main_process_first(accelerator: Accelerator | None, build):
+    """`build()` on the main process, then on the others (it fills a cache they read), and its result.
+
+    Unlike Accelerate's `main_process_first`, an error cannot leave the processes waiting at different
+    barriers (a deadlock): after each turn all processes learn whether it failed, and all raise.
+    """
+    if accelerator is None or accelerator.num_processes == 1:
+        return build()
+    from accelerate.utils import gather_object
+    result, error = None, None
+    for main_turn in (True, False):
+        if accelerator.is_main_process == main_turn:
+            try:
+                result = build()
+            except Exception as err:
+                error = err
+        failures = [f for f in gather_object([error and f"{type(error).__name__}: {error}"]) if f]
+        if error is not None:
+            raise error
+        if failures:
+            raise RuntimeError(f"failed on another process: {failures[0]}")
+    return result
 
 
 def _loaders(config, encoded, tokenizer, per_device, pad_multiple):
@@ -301,9 +321,9 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list]:
     t_prep = time.perf_counter()
     from .data import DATASETS
     labels = _label_names(config)
-    with accelerator.main_process_first():  # one process builds (or downloads) the model, the others read it
-        model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir,
-                                                    config.dropout, labels)
+    model, tokenizer = _main_process_first(  # one process builds (or downloads) the model, the others read it
+        accelerator, lambda: load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir,
+                                                      config.dropout, labels))
     if config.adapter_size:
         from .adapters import add_adapters
         add_adapters(model, bottleneck_size=config.adapter_size, train_layer_norm=config.adapter_train_layer_norm)
