@@ -13,6 +13,8 @@ import importlib.util
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +31,6 @@ _spec = importlib.util.spec_from_file_location("grid_script", GRID_SCRIPT)
 grid = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(grid)
 
-RUN_FILES = ["config.json", "metrics.jsonl", "summary.json"]
 TEST_SIZE = 47
 LOSS_TOLERANCE = 1e-4
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PROGRESS": "text", "HF_HUB_OFFLINE": "1"}
@@ -59,6 +60,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_launcher(command, env, cwd, timeout):
+    """Run a launcher in its own process group; on timeout kill the whole group (workers forked by it
+    would otherwise outlive the test, stuck at a barrier). Returns (exit code, stdout + stderr)."""
+    proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{command[0]} hung for {timeout} s (killed):\n{output[-4000:]}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of a launcher that exited
+        except ProcessLookupError:
+            pass
+    return proc.returncode, output
+
+
 def read_log(config):
     return [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -70,7 +90,10 @@ def assert_two_process_run_is_correct(config, reference):
     # Only the main process wrote: one set of run files, no temporary or probe files from rank 1.
     root = Path(config.results_dir)
     written = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".cache" not in p.parts)
-    assert written == sorted(str(config.run_dir.relative_to(root) / name) for name in RUN_FILES)
+    assert written == sorted(str(config.run_dir.relative_to(root) / name) for name in os.listdir(reference.run_dir))
+    predictions = json.loads((config.run_dir / "predictions.json").read_text())
+    reference_predictions = json.loads((reference.run_dir / "predictions.json").read_text())
+    assert len(predictions) == TEST_SIZE and sum(a != b for a, b in zip(predictions, reference_predictions)) <= 1
     assert not [p for p in root.rglob("*") if ".tmp" in p.name or p.name.startswith(".write-test")]
 
     ours, theirs = read_log(config), read_log(reference)
@@ -92,10 +115,8 @@ def test_accelerate_launch_two_cpu_processes_match_one_process(tmp_path, odd_dat
     command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                str(GRID_SCRIPT), two.results_dir, str(odd_data), "1"]
-    done = subprocess.run(command, env={**ENV, "ACCELERATE_USE_CPU": "1"}, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=230)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
+    code, output = run_launcher(command, {**ENV, "ACCELERATE_USE_CPU": "1"}, tmp_path, timeout=220)
+    assert code == 0, output[-4000:]
     assert "rank 0 of 2: grid done" in output and "rank 1 of 2: grid done" in output
     headers = re.findall(r"\[task2\] tiny-bert on .*", output)  # after a progress bar's \r, maybe
     assert len(headers) == 1 and "batch 16 = 2 proc x 8 x 1 accum" in headers[0]  # main process only
@@ -107,33 +128,47 @@ import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import grid
 from studykit.training import launch_grid
-launch_grid(grid.make_grid(sys.argv[3], sys.argv[4], seeds=(1, 2)), num_processes=2)
+results, data, broken = sys.argv[3:6]
+launch_grid([grid.make_config(results, data, seed=3, model_name="no-such-org/no-such-model"),
+             grid.make_config(results, broken, seed=4), *grid.make_grid(results, data, seeds=(1, 2))],
+            num_processes=2)
 """
 
 
 @pytest.mark.timeout(240)
 def test_launch_grid_two_processes_from_a_fresh_interpreter(tmp_path, odd_data, one_process):
     """The notebook path: notebook_launcher in an interpreter where no Accelerator exists yet, on a machine
-    where another job holds Accelerate's default port 29500 (two notebooks on one node)."""
-    results = tmp_path / "results"
+    where another job holds Accelerate's default port 29500 (two notebooks on one node). The grid starts
+    with a bad model name and a bad data line: both processes must fail those runs together (no deadlock
+    at a barrier only one of them reached) and go on to train the others."""
+    results, broken = tmp_path / "results", tmp_path / "broken"
+    shutil.copytree(odd_data, broken)
+    test_file = broken / "restaurant" / "test.json"
+    test_file.write_text(test_file.read_text()[:-40])
     with socket.socket() as other_job:
         try:
             other_job.bind(("127.0.0.1", 29500))
             other_job.listen()
         except OSError:
             pass  # already taken by someone else: the same situation
-        done = subprocess.run([sys.executable, "-c", LAUNCH_GRID, str(ROOT), str(GRID_SCRIPT.parent), str(results),
-                               str(odd_data)], env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=200)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
+        code, output = run_launcher([sys.executable, "-c", LAUNCH_GRID, str(ROOT), str(GRID_SCRIPT.parent),
+                                     str(results), str(odd_data), str(broken)], ENV, tmp_path, timeout=220)
+    assert code == 0, output[-4000:]
+    bad_model = grid.make_config(results, odd_data, seed=3, model_name="no-such-org/no-such-model")
+    bad_data = grid.make_config(results, broken, seed=4)
+    assert "cannot load model" in json.loads((bad_model.run_dir / "failed.json").read_text())["error"]
+    assert f"DataError: {test_file}:" in json.loads((bad_data.run_dir / "failed.json").read_text())["error"]
     first, second = grid.make_grid(results, odd_data, seeds=(1, 2))
-    assert output.count("[task2] tiny-bert on") == 2  # one header per run: the main process only
+    assert output.count("[task2] tiny-bert on") == 2  # one header per trained run: the main process only
     for config in (first, second):
         summary = json.loads((config.run_dir / "summary.json").read_text())
         assert summary["num_processes"] == 2 and summary["eval_examples"] == TEST_SIZE
-        assert sorted(os.listdir(config.run_dir)) == RUN_FILES
+        assert sorted(os.listdir(config.run_dir)) == sorted(os.listdir(one_process.run_dir))
+        assert len(json.loads((config.run_dir / "predictions.json").read_text())) == TEST_SIZE
+    for config in (bad_model, bad_data):
+        assert sorted(os.listdir(config.run_dir)) == ["config.json", "failed.json"]
     written = [p for p in results.rglob("*") if p.is_file() and ".cache" not in p.parts]
-    assert len(written) == 2 * len(RUN_FILES)
+    assert len(written) == 2 * len(os.listdir(one_process.run_dir)) + 2 * 2
     assert not [p for p in results.rglob("*") if ".tmp" in p.name or p.name.startswith(".write-test")]
     log = read_log(first)
     assert [r["step"] for r in log] == [r["step"] for r in read_log(one_process)]
