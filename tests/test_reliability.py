@@ -22,6 +22,7 @@ import torch
 import studykit.training as training
 from studykit.data import DataError
 from studykit.modeling import build_tiny_model, load_model_and_tokenizer, safe_name
+from studykit.results import load_results
 from studykit.training import RunConfig, run_grid, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,7 @@ def test_sigkill_mid_run_then_rerun_trains_only_the_missing_runs(tmp_path, refer
     threading.Thread(target=read_output, daemon=True).start()
     try:
         assert in_training.wait(180), "the grid never reached run 2:\n" + "".join(lines)
-        time.sleep(0.3)
+        time.sleep(0.05)  # into the first steps; a fast machine could finish this tiny run in ~0.5 s
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(30) == -signal.SIGKILL
     finally:
@@ -101,6 +102,7 @@ def test_sigkill_mid_run_then_rerun_trains_only_the_missing_runs(tmp_path, refer
     for path in results.rglob("summary.json"):  # whatever looks finished is complete
         assert read_json(path)["status"] == "finished"
     assert not list(results.rglob("*.tmp")), "half-written files left behind"
+    assert list(load_results(results, include_failed=True)["seed"]) == [1]  # the killed run is no result
     mtimes = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
 
     frame = run_grid(configs)  # the one command that finishes the rest
@@ -318,7 +320,8 @@ def test_a_run_writes_only_under_results_dir_with_safe_names_and_safetensors(tmp
     relative = summary.parent.relative_to(dirs["results"]).parts
     assert relative[:2] == ("task2", "restaurant_sup") and len(relative) == 5  # task/dataset/model/hash/seed
     assert relative[2].endswith("my-org--tiny--bert")
-    weights = [p.name for p in dirs["results"].rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".safetensors"}]
+    weight_files = {".bin", ".pt", ".pth", ".pkl", ".safetensors"}
+    weights = [p.name for p in dirs["results"].rglob("*") if p.suffix in weight_files]
     assert weights == ["adapter.safetensors"]
 
 
