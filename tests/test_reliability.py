@@ -348,6 +348,9 @@ def test_no_remote_code_no_metric_scripts_and_safetensors_only(tmp_path):
         text = path.read_text()
         assert "trust_remote_code" not in text, f"{path} mentions trust_remote_code"
         assert not re.search(r"\bevaluate\.load\b|^\s*(import|from) evaluate\b", text, re.M), path
+        assert "torch.load(" not in text and "import pickle" not in text, f"{path} unpickles files"
+        for call in re.findall(r"Model\w*\.from_pretrained\([^)]*\)", text):  # weights, not configs/tokenizers
+            assert "use_safetensors=True" in call, f"{path}: {call}"
     # A checkpoint that has only pickle weights (pytorch_model.bin) is refused, never unpickled.
     model_dir = build_tiny_model("bert", tmp_path / "tiny")
     (model_dir / "model.safetensors").unlink()
