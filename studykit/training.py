@@ -224,7 +224,9 @@ def _loaders(config, encoded, tokenizer, per_device, pad_multiple):
     train = encoded["train"]
     generator = torch.Generator().manual_seed(config.seed)
     if config.group_by_length:
-        sampler = LengthGroupedSampler(per_device, lengths=train["length"], generator=generator)
+        # A plain list: the sampler reads lengths[i] once per example every epoch, and on a datasets Column
+        # each read is an Arrow lookup (agnews: 1.4 s per epoch inside the timed loop, a list: 0.002 s).
+        sampler = LengthGroupedSampler(per_device, lengths=list(train["length"]), generator=generator)
     else:
         sampler = torch.utils.data.RandomSampler(train, generator=generator)
     train_loader = DataLoader(train.select_columns(columns), batch_size=per_device, sampler=sampler,
