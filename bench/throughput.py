@@ -1,6 +1,6 @@
 """Training speed: the study kit's engine against the Hugging Face Trainer and against the machine's limit.
 
-    python bench/throughput.py                 # MiniLM on real restaurant + agnews, a few minutes on 2 cores
+    python bench/throughput.py                 # MiniLM on real restaurant + agnews, 5-10 minutes on 2 cores
     python bench/throughput.py --quick         # tiny model on the test fixtures, seconds (smoke test)
     python bench/throughput.py --check-metrics # final accuracy/F1 of both sides over a few seeds (long)
 
@@ -15,12 +15,18 @@ sides run one after the other, in alternating order, for several repeats; the ta
 the ratios are medians of ratios measured back to back. The machine is shared, so single figures are
 noisy; the medians are what to read.
 
-Why a fixed subsample and one epoch instead of `max_steps`. The length-grouped sampler puts the longest
-batch first and sorts each mega-batch (50 batches) longest first, so the first few steps of an epoch are
-its most expensive ones: a `max_steps` cut would charge length grouping with its worst batches. Instead
-the benchmark copies a random subsample of the real data files (`--train-examples`, `--eval-examples`)
-into a temporary folder and every side trains exactly one epoch over it: the same examples, the same
-non-pad tokens, only the padding differs.
+Which steps are timed. The length-grouped sampler (the engine's and the Trainer's) shuffles the data,
+cuts it into mega-batches of `min(N // (4 * batch), 50)` batches, sorts each mega-batch longest first and
+moves the longest batch to the front. So the first steps of an epoch are its longest ones, and a cut
+after a few steps would charge grouping with its worst batches; and a tiny dataset (N < 8 batches) is not
+grouped at all. The benchmark therefore copies a random subsample of the real data files
+(`--train-examples`, default 256, `--eval-examples`) into a temporary folder and every side trains exactly
+one mega-batch of it (`max_steps` = 4 batches at the defaults): a random quarter of the subsample, all of
+it, so every side sees the same number of examples drawn the same way. A 256-example subsample groups less
+well than the full dataset (its mega-batches hold 64 examples, the full restaurant set's 800+), so the
+default run understates the gain of grouping; the table also prints the exact padding of a full epoch
+over the full dataset, from the samplers themselves, and `--train-examples 0` trains one mega-batch of the
+full dataset (exact, but ten minutes or more per side on 2 cores).
 
 FLOPs (model FLOPs, as in the PaLM paper and nanoGPT's MFU): per training example of s non-pad tokens,
     6 * N_enc * s              weights of the encoder layers, every token (2 forward + 4 backward per weight)
@@ -31,8 +37,8 @@ it lowers MFU. MFU = achieved FLOP/s / measured matmul peak, where the peak is t
 fp32 `torch.matmul` calls (2*n**3 FLOPs each) at the same thread count, measured between the rounds; the
 median of those probes is used so that the machine's load affects both sides of the fraction alike.
 
-`--seq128` (on by default) measures MFU at a fixed sequence length: every example is long enough to be
-truncated to `max_length` (128), so there is no padding and no variance in shapes.
+A fixed-length run (on by default, `--no-seq128` skips it) measures MFU at sequence length 128: every
+example is long enough to be truncated to `max_length`, so there is no padding and no variance in shapes.
 
 Data preparation: the engine tokenizes a (tokenizer, dataset) once and caches it on disk; the benchmark
 times model + tokenizer load and tokenization of the full datasets twice against a fresh cache (first
@@ -98,6 +104,18 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 3) -> float:
 
 # ----------------------------------------------------------------------------- data subsets
 
+def megabatch_steps(n_examples: int, batch_size: int) -> int:
+    """Batches in one mega-batch of transformers' LengthGroupedSampler (its default `mega_batch_mult`)."""
+    return max(1, min(n_examples // (batch_size * 4), 50))
+
+
+def padding_fraction(lengths, order, batch_size: int) -> float:
+    """Share of pad tokens when the examples are batched in `order` and padded to each batch's longest."""
+    computed = sum(max(lengths[i] for i in order[k:k + batch_size]) * len(order[k:k + batch_size])
+                   for k in range(0, len(order), batch_size))
+    return 1 - sum(lengths[i] for i in order) / computed
+
+
 def _write_restaurant(src: Path, out: Path, n_train: int, n_eval: int, rng: random.Random, repeat: int = 1):
     for file, n in (("train.json", n_train), ("test.json", n_eval)):
         items = json.loads((src / file).read_text())
@@ -154,14 +172,22 @@ def run_ours(job: dict) -> dict:
     import torch
     from studykit.modeling import load_model_and_tokenizer
     from studykit.training import RunConfig, tokenize_dataset, train_run
+    from studykit.training import _loaders
     config = RunConfig(job["model"], job["dataset"], seed=job["seed"], epochs=1, batch_size=job["batch_size"],
                        learning_rate=job["lr"], max_length=job["max_length"], evals_per_epoch=1,
-                       data_dir=job["data_dir"], results_dir=job["results_dir"], num_threads=job["threads"],
-                       precision="fp32", group_by_length=True)
+                       max_steps=job["max_steps"], data_dir=job["data_dir"], results_dir=job["results_dir"],
+                       num_threads=job["threads"], precision="fp32", group_by_length=True)
     shutil.rmtree(config.run_dir, ignore_errors=True)
     summary = train_run(config)
+    # The examples it trained on: the engine's own sampler, replayed with the engine's seed for epoch 0.
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(_labels(job["dataset"])), config.cache_dir)
-    lengths = list(tokenize_dataset(config, tokenizer)["train"]["length"])
+    encoded = tokenize_dataset(config, tokenizer)
+    train_loader, _, generator = _loaders(config, encoded, tokenizer, config.batch_size, None)
+    generator.manual_seed(config.seed * 1000)
+    all_lengths = list(encoded["train"]["length"])
+    lengths = [all_lengths[i] for i in list(train_loader.sampler)[:summary["steps"] * config.batch_size]]
+    trained_tokens = summary["train_tokens_per_s"] * summary["train_time_s"]
+    assert abs(trained_tokens - sum(lengths)) < 1e-6 * sum(lengths) + 1, (trained_tokens, sum(lengths))
     assert torch.get_num_threads() == job["threads"]
     return {"train_samples_per_s": summary["train_samples_per_s"], "train_tokens_per_s": summary["train_tokens_per_s"],
             "eval_samples_per_s": summary["eval_samples_per_s"], "data_prep_s": summary["data_prep_s"],
@@ -190,14 +216,15 @@ def run_trainer(job: dict, group_by_length: bool) -> dict:
     encoded = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=job["max_length"]),
                       batched=True, remove_columns=["text"])
     data_prep_s = time.perf_counter() - t_prep
-    lengths = [len(x) for x in encoded["train"]["input_ids"]]
     collate = DataCollatorWithPadding(tokenizer)
-    padded = [0]
+    batches = []  # (padded tokens, non-pad lengths) of every training batch collated, in order
 
     def counting_collate(features):
         batch = collate(features)
-        padded[0] += batch["input_ids"].numel()
+        if counting[0]:
+            batches.append((batch["input_ids"].numel(), batch["attention_mask"].sum(1).tolist()))
         return batch
+    counting = [True]
 
     class Clock(TrainerCallback):  # the same interval as the engine's train time: loader + steps
         start = end = None
@@ -216,7 +243,7 @@ def run_trainer(job: dict, group_by_length: bool) -> dict:
     out = Path(job["results_dir"]) / "trainer_out"
     args = TrainingArguments(
         output_dir=str(out), per_device_train_batch_size=job["batch_size"], learning_rate=job["lr"],
-        num_train_epochs=1, warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=job["seed"],
+        num_train_epochs=1, max_steps=job["max_steps"] or -1, warmup_steps=0.1, weight_decay=0.01, max_grad_norm=1.0, seed=job["seed"],
         save_strategy="no", report_to="none", disable_tqdm=True, use_cpu=True,
         train_sampling_strategy="group_by_length" if group_by_length else "random")
     clock = Clock()
@@ -224,7 +251,12 @@ def run_trainer(job: dict, group_by_length: bool) -> dict:
                       data_collator=counting_collate, compute_metrics=metrics, callbacks=[clock])
     trainer.train()
     train_s = clock.end - clock.start
-    padded_train = padded[0]
+    counting[0] = False
+    # The data loader reads one batch ahead (Accelerate's end-of-data check), so more batches were collated
+    # than trained: count only the first `global_step` ones.
+    trained = batches[:trainer.state.global_step]
+    padded_train = sum(p for p, _ in trained)
+    lengths = [n for _, ls in trained for n in ls]
     t_eval = time.perf_counter()
     result = trainer.evaluate()
     eval_s = time.perf_counter() - t_eval
@@ -250,7 +282,16 @@ def prepare_data(job: dict) -> dict:
         _, tokenizer = load_model_and_tokenizer(config.model_name, len(_labels(job["dataset"])), config.cache_dir)
         encoded = tokenize_dataset(config, tokenizer)
         times.append(time.perf_counter() - t)
-    return {"data_prep_first_s": times[0], "data_prep_second_s": times[1], "examples": len(encoded["train"])}
+    # Padding over one full epoch of the full dataset, from the samplers themselves (no model needed).
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    lengths, b = list(encoded["train"]["length"]), job["batch_size"]
+    grouped = list(LengthGroupedSampler(b, lengths=lengths, generator=torch.Generator().manual_seed(1000)))
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(1000)).tolist()
+    return {"data_prep_first_s": times[0], "data_prep_second_s": times[1], "examples": len(lengths),
+            "full_epoch_padding_grouped": padding_fraction(lengths, grouped, b),
+            "full_epoch_padding_random": padding_fraction(lengths, shuffled, b),
+            "megabatch_examples": megabatch_steps(len(lengths), b) * b}
 
 
 def worker(side: str, threads: int) -> None:
@@ -335,13 +376,14 @@ def settings_from_args(args) -> dict:
         "data_dir": str(REAL_DATA if use_real else FIXTURE_DATA),
         "data": "real" if use_real else "fixtures",
         "datasets": args.datasets.split(",") if args.datasets else ["restaurant_sup", "agnews_sup"],
-        "batch_size": args.batch_size or (8 if quick else 32),
-        "train_examples": args.train_examples or (32 if quick else 512 if args.check_metrics else 96),
+        "batch_size": args.batch_size or (8 if quick else 32 if args.check_metrics else 16),
+        "train_examples": (args.train_examples if args.train_examples is not None
+                           else 64 if quick else 512 if args.check_metrics else 256),
         "eval_examples": args.eval_examples or (16 if quick else 64),
         "lr": args.learning_rate, "max_length": args.max_length, "precision": "fp32",
         "threads": args.threads or os.cpu_count(), "repeats": args.repeats or (1 if quick else 3),
         "seed": args.seed, "matmul_size": args.matmul_size or (256 if quick else 2048),
-        "seq128": not args.no_seq128, "seq128_examples": args.seq128_examples or (16 if quick else 64),
+        "seq128": not args.no_seq128, "seq128_examples": args.seq128_examples or 4 * (args.batch_size or (8 if quick else 16)),
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
     }
 
@@ -356,10 +398,15 @@ def _cpu_name() -> str:
 def run_benchmark(s: dict, work: Path) -> dict:
     import torch
     torch.set_num_threads(s["threads"])
-    data = {}
+    from studykit.data import get_dataset
+    data, steps = {}, {}
     for ds in s["datasets"]:
-        data[ds] = str(write_subset(Path(s["data_dir"]), work / "data" / ds, ds, s["train_examples"],
-                                    s["eval_examples"], seed=s["seed"]))
+        if s["train_examples"]:
+            data[ds] = str(write_subset(Path(s["data_dir"]), work / "data" / ds, ds, s["train_examples"],
+                                        s["eval_examples"], seed=s["seed"]))
+        else:  # the full dataset (and its full test split)
+            data[ds] = s["data_dir"]
+        steps[ds] = megabatch_steps(len(get_dataset(ds, "[SEP]", data[ds])["train"]), s["batch_size"])
     if s["seq128"]:
         # Every example repeated to well over max_length tokens, so all are truncated to exactly max_length.
         data["seq128"] = str(write_subset(Path(s["data_dir"]), work / "data" / "seq128", "agnews_sup",
@@ -380,7 +427,8 @@ def run_benchmark(s: dict, work: Path) -> dict:
             for ds in s["datasets"]:
                 probes.append(measure_matmul_peak(s["matmul_size"]))
                 for side in order:
-                    job = {**base, "dataset": ds, "data_dir": data[ds], "results_dir": str(work / "results" / side)}
+                    job = {**base, "seed": s["seed"] + rep, "dataset": ds, "data_dir": data[ds], "max_steps": steps[ds],
+                           "results_dir": str(work / "results" / side)}
                     r = workers[side].call(job)
                     results[ds][side].append(r)
                     print(f"  rep {rep + 1}/{s['repeats']} {ds:15s} {SIDE_NAMES[side]:14s} "
@@ -388,7 +436,7 @@ def run_benchmark(s: dict, work: Path) -> dict:
                           f"eval {r['eval_samples_per_s']:8.1f}/s", flush=True)
             if s["seq128"]:
                 probes.append(measure_matmul_peak(s["matmul_size"]))
-                job = {**base, "dataset": "agnews_sup", "data_dir": data["seq128"],
+                job = {**base, "dataset": "agnews_sup", "data_dir": data["seq128"], "max_steps": None,
                        "results_dir": str(work / "results" / "seq128")}
                 r = workers["ours"].call(job)
                 r["achieved_flops"] = r["train_flops"] * r["train_samples_per_s"] / r["train_examples"]
@@ -422,8 +470,8 @@ def summarize(s, results, seq128, probes, prep, peaks) -> dict:
             med["achieved_flops"] = _median([r["train_flops"] * r["train_samples_per_s"] / r["train_examples"]
                                              for r in runs])
             med["mfu"] = med["achieved_flops"] / peak
-            med["train_examples"], med["train_tokens"] = runs[0]["train_examples"], runs[0]["train_tokens"]
-            med["eval_examples"] = runs[0]["eval_examples"]
+            med["train_examples"], med["eval_examples"] = runs[0]["train_examples"], runs[0]["eval_examples"]
+            med["train_tokens"] = _median([r["train_tokens"] for r in runs])
             row[side] = med
         for other in ratios:  # paired: ours over the other side in the same repeat, back to back
             paired = [o["train_samples_per_s"] / t["train_samples_per_s"] for o, t in zip(by_side["ours"], by_side[other])]
@@ -459,8 +507,9 @@ def print_report(out: dict) -> None:
     print()
     print(f"Machine: {s['machine']}; {s['threads']} torch threads on every side and for the matmul peak.")
     print(f"Model {s['model']} on {s['data']} data; batch {s['batch_size']}, lr {s['lr']}, max_length "
-          f"{s['max_length']}, {s['precision']}, one epoch over {s['train_examples']} training examples per "
-          f"run; {s['repeats']} repeats, sides alternated; medians (the machine is shared: figures are noisy).")
+          f"{s['max_length']}, {s['precision']}; each run trains one mega-batch of a random "
+          f"{s['train_examples'] or 'full'}-example training set; {s['repeats']} repeats, sides alternated, "
+          f"medians (the machine is shared: figures are noisy).")
     print(f"Matmul peak ({s['matmul_size']}x{s['matmul_size']} fp32 torch.matmul, best of 3, median of "
           f"{out['matmul_probes']} probes): {out['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
           f"(best probe {out['matmul_peak_flops_max'] / 1e9:.1f}).")
@@ -471,14 +520,17 @@ def print_report(out: dict) -> None:
             ("MFU", "mfu", "frac"), ("final accuracy (short run)", "accuracy", "frac")]
     width = 28
     for ds, row in out["datasets"].items():
-        o = row["ours"]
-        print(f"\n{ds}: {o['train_examples']} train examples ({o['train_tokens']} non-pad tokens), "
-              f"{o['eval_examples']} eval examples")
+        o, full = row["ours"], out["data_prep"][ds]
+        print(f"\n{ds}: each run trains {o['train_examples']} examples (one mega-batch of the "
+              f"{s['train_examples'] or full['examples']}-example training set), evaluates {o['eval_examples']}")
         print(f"{'':{width}s}" + "".join(f"{SIDE_NAMES[side]:>16s}" for side in SIDES) + "   target")
         for label, key, kind in rows:
             print(f"{label:{width}s}" + "".join(f"{_fmt(row[side][key], kind):>16s}" for side in SIDES))
         print(f"{'ours / side (paired median)':{width}s}{'':>16s}{_fmt(row['ratio_vs_trainer'], 'x'):>16s}"
               f"{_fmt(row['ratio_vs_trainer_gbl'], 'x'):>16s}   >= 1.30x Trainer, >= 1.00x Trainer+gbl")
+        grouped, shuffled = _fmt(full["full_epoch_padding_grouped"], "frac"), _fmt(full["full_epoch_padding_random"], "frac")
+        print(f"{'padding, full-data epoch':{width}s}{grouped:>16s}{shuffled:>16s}{grouped:>16s}   "
+              f"(exact, samplers over all {full['examples']} examples)")
     print(f"\npeak memory (process RSS)   " + "".join(f"{_fmt(out['peak_memory_bytes'][side], 'gb'):>16s}" for side in SIDES))
     print("\nSummary                                measured     target")
     line = lambda label, value, target, ok: print(f"  {label:36s} {value:>10s}   {target:10s} {'ok' if ok else 'MISSED'}")  # noqa: E731
@@ -511,6 +563,7 @@ def check_metrics(s: dict, work: Path, seeds: list[int], train_examples: int, ep
             for side, w in workers.items():
                 job = {"kind": "train", "model": s["model"], "batch_size": s["batch_size"], "lr": s["lr"],
                        "max_length": s["max_length"], "seed": seed, "threads": s["threads"], "dataset": ds,
+                       "max_steps": None,
                        "data_dir": data_dir, "results_dir": str(work / "results" / f"check-{side}")}
                 r = w.call(job)
                 found[side].append({"seed": seed, "accuracy": r["accuracy"], "f1_macro": r["f1_macro"]})
@@ -546,14 +599,16 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float, default=2e-5)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--train-examples", type=int, help="training examples per run (one epoch; default 96, --check-metrics 512)")
+    p.add_argument("--train-examples", type=int,
+                   help="size of the random training subsample (default 256; 0: the full dataset); each run "
+                        "trains one mega-batch of it (--check-metrics: one epoch, default 512)")
     p.add_argument("--eval-examples", type=int, help="test examples per run (restaurant/acl; default 64)")
     p.add_argument("--repeats", type=int, help="repeats of every side (default 3)")
     p.add_argument("--threads", type=int, help="torch threads on every side (default: the machine's cores)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--matmul-size", type=int, help="n of the n x n matmul peak probe (default 2048)")
     p.add_argument("--no-seq128", action="store_true", help="skip the fixed-length MFU measurement")
-    p.add_argument("--seq128-examples", type=int, help="examples in the fixed-length run (default 64)")
+    p.add_argument("--seq128-examples", type=int, help="examples in the fixed-length run (default 4 batches)")
     p.add_argument("--check-metrics", action="store_true",
                    help="instead: final metrics of ours vs Trainer over --check-seeds on --train-examples")
     p.add_argument("--check-seeds", default="1,2,3")

@@ -53,7 +53,7 @@ def test_quick_benchmark_prints_the_json_line(tmp_path):
     assert out["matmul_peak_flops"] > 0 and out["ratio_vs_trainer"] > 0
     row = out["datasets"]["restaurant_sup"]
     for side in ("ours", "trainer", "trainer_gbl"):
-        assert row[side]["train_samples_per_s"] > 0 and row[side]["train_tokens"] == row["ours"]["train_tokens"]
+        assert row[side]["train_samples_per_s"] > 0 and row[side]["train_examples"] == row["ours"]["train_examples"]
         assert row[side]["padding_fraction"] is not None
     assert out["seq128_full_length_fraction"] == 1.0  # the fixed-length run really is all max_length
     assert "MFU" in done.stdout and "target" in done.stdout
