@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -72,10 +73,16 @@ def build_tiny_model(kind: str, out_dir: str | os.PathLike) -> Path:
         torch.manual_seed(0)
         # An encoder without a head, like a pretrained checkpoint: each run initializes its own classifier.
         model = transformers.AutoModel.from_config(config)
-    tmp = out.with_name(out.name + ".tmp")
+    # Per-process temporary folder: sweep workers may build the same model at the same moment.
+    tmp = out.with_name(f"{out.name}.tmp{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    tmp.replace(out)  # atomic: a half-built folder never looks finished
+    try:
+        tmp.replace(out)  # atomic: a half-built folder never looks finished
+    except OSError:  # another process finished first: its identical model stays
+        if not (out / "model.safetensors").is_file():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 import traceback
@@ -189,7 +190,12 @@ def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | No
         encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         encoded.save_to_disk(str(tmp))
-        tmp.replace(path)
+        try:
+            tmp.replace(path)
+        except OSError:  # a sweep worker beside us finished the same cache first: keep theirs
+            if not (path / "dataset_dict.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     _main_process_first(accelerator, build)
     return datasets.load_from_disk(str(path))
 
