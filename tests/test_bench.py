@@ -55,5 +55,6 @@ def test_quick_benchmark_prints_the_json_line(tmp_path):
     for side in ("ours", "trainer", "trainer_gbl"):
         assert row[side]["train_samples_per_s"] > 0 and row[side]["train_examples"] == row["ours"]["train_examples"]
         assert row[side]["padding_fraction"] is not None
-    assert out["seq128_full_length_fraction"] == 1.0  # the fixed-length run really is all max_length
+    assert out["seq128_full_length_fraction"] == 1.0  # the fixed-length runs really are all max_length
+    assert "mfu_seq128_dropout0" in out and row["ours"]["eval_samples_per_s"] > 0
     assert "MFU" in done.stdout and "target" in done.stdout
