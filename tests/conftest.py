@@ -9,6 +9,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "scripts"))  # the small grid script the tests run and import
 torch.set_num_threads(1)
 os.environ.setdefault("PROGRESS", "text")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub

@@ -9,7 +9,6 @@ length, so matmul shapes differ). In fp32 that changes results at ~1e-7 relative
 AdamW steps it stays far below 1e-4, the tolerance used for losses here. Predictions may only flip
 where a logit margin is below that noise, so accuracy may differ by at most one example.
 """
-import importlib.util
 import json
 import os
 import re
@@ -26,10 +25,8 @@ from studykit.training import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "data"
-GRID_SCRIPT = ROOT / "tests" / "scripts" / "grid.py"
-_spec = importlib.util.spec_from_file_location("grid_script", GRID_SCRIPT)
-grid = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(grid)
+import grid  # noqa: E402  tests/scripts/grid.py, on sys.path through conftest.py
+GRID_SCRIPT = Path(grid.__file__)
 
 TEST_SIZE = 47
 LOSS_TOLERANCE = 1e-4

@@ -4,7 +4,6 @@ Every test trains tiny-bert on the fixture data (~1-3 s a run on one thread). On
 (`reference_grid`, seeds 1-3) is trained once per session; the other tests compare against it.
 """
 import gc
-import importlib.util
 import json
 import os
 import re
@@ -27,10 +26,8 @@ from studykit.training import RunConfig, run_grid, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "data"
-GRID_SCRIPT = ROOT / "tests" / "scripts" / "grid.py"
-_spec = importlib.util.spec_from_file_location("grid_script", GRID_SCRIPT)
-grid = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(grid)
+import grid  # noqa: E402  tests/scripts/grid.py, on sys.path through conftest.py
+GRID_SCRIPT = Path(grid.__file__)
 
 RUN_FILES = {"config.json", "metrics.jsonl", "summary.json"}  # at least; failed.json never beside them
 FINAL_METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss", "train_loss", "eval_examples", "steps")
