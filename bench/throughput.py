@@ -4,7 +4,7 @@
     python bench/throughput.py --quick         # tiny model on the test fixtures, seconds (smoke test)
     python bench/throughput.py --check-metrics # final accuracy/F1 of both sides over a few seeds (long)
 
-What is compared. Three sides train the same model on the same examples with the same batch size, learning
+What is compared. Three sides train the same model on the same data with the same batch size, learning
 rate, warm-up, weight decay, gradient clipping, max length, precision (fp32 on CPU) and thread count:
 - `ours`: the engine itself, `studykit.training.train_run` (length-grouped batches, large sorted eval
   batches under inference_mode, loss synced every `log_every` steps);
@@ -26,7 +26,7 @@ it, so every side sees the same number of examples drawn the same way. A 256-exa
 well than the full dataset (its mega-batches hold 64 examples, the full restaurant set's 800+), so the
 default run understates the gain of grouping; the table also prints the exact padding of a full epoch
 over the full dataset, from the samplers themselves, and `--train-examples 0` trains one mega-batch of the
-full dataset (exact, but ten minutes or more per side on 2 cores).
+full dataset (exact; restaurant alone, 3 repeats: about 5 minutes on a quiet 2-core machine).
 
 FLOPs (model FLOPs, as in the PaLM paper and nanoGPT's MFU): per training example of s non-pad tokens,
     6 * N_enc * s              weights of the encoder layers, every token (2 forward + 4 backward per weight)
@@ -43,9 +43,17 @@ example is long enough to be truncated to `max_length`, so there is no padding a
 (batch 32, 3 steps, the first included). It runs with the model's own dropout (0.1, as in training) and with
 dropout 0: on CPU, dropout costs random numbers and sends attention through the unfused path.
 
+Evaluation speed: each side's own evaluation over the full test split (the engine: `evaluate` on its
+length-sorted loader, batch `eval_batch_size` = 256; the Trainer: `evaluate()`, its default batch 8, grouped
+by length when group_by_length is on).
+
 Data preparation: the engine tokenizes a (tokenizer, dataset) once and caches it on disk; the benchmark
 times model + tokenizer load and tokenization of the full datasets twice against a fresh cache (first
 run, later runs). The Trainer side tokenizes with `datasets.map` every run.
+
+`--check-metrics` trains the engine and the Trainer (defaults) for one epoch over `--train-examples` and
+compares accuracy, macro-F1 and eval loss on the full test split over `--check-seeds`: the engine's
+length grouping and evaluation must not change the final metrics beyond seed noise.
 """
 from __future__ import annotations
 
@@ -203,7 +211,8 @@ def run_ours(job: dict) -> dict:
             "train_flops": count_train_flops(model, lengths), "train_examples": len(lengths),
             "train_tokens": sum(lengths), "eval_examples": summary["eval_examples"],
             "max_length_fraction": sum(l == job["max_length"] for l in lengths) / len(lengths),
-            "accuracy": summary["accuracy"], "f1_macro": summary["f1_macro"], "peak_rss": _peak_rss()}
+            "accuracy": summary["accuracy"], "f1_macro": summary["f1_macro"], "eval_loss": summary["eval_loss"],
+            "peak_rss": _peak_rss()}
 
 
 def run_trainer(job: dict, group_by_length: bool) -> dict:
@@ -274,7 +283,8 @@ def run_trainer(job: dict, group_by_length: bool) -> dict:
             "eval_samples_per_s": len(encoded["test"]) / eval_s, "data_prep_s": data_prep_s,
             "padding_fraction": 1 - sum(lengths) / padded_train, "train_flops": count_train_flops(model, lengths),
             "train_examples": len(lengths), "train_tokens": sum(lengths), "eval_examples": len(encoded["test"]),
-            "accuracy": result["eval_accuracy"], "f1_macro": result["eval_f1_macro"], "peak_rss": _peak_rss()}
+            "accuracy": result["eval_accuracy"], "f1_macro": result["eval_f1_macro"], "eval_loss": result["eval_loss"],
+            "peak_rss": _peak_rss()}
 
 
 def evaluate_ours(job: dict) -> dict:
@@ -667,16 +677,17 @@ def check_metrics(s: dict, work: Path, seeds: list[int], train_examples: int, ep
                        "max_steps": None,
                        "data_dir": data_dir, "results_dir": str(work / "results" / f"check-{side}")}
                 r = w.call(job)
-                found[side].append({"seed": seed, "accuracy": r["accuracy"], "f1_macro": r["f1_macro"]})
-                print(f"  seed {seed} {SIDE_NAMES[side]:14s} accuracy {r['accuracy']:.4f}  macro-F1 {r['f1_macro']:.4f}",
-                      flush=True)
+                found[side].append({"seed": seed, "accuracy": r["accuracy"], "f1_macro": r["f1_macro"],
+                                    "eval_loss": r["eval_loss"]})
+                print(f"  seed {seed} {SIDE_NAMES[side]:14s} accuracy {r['accuracy']:.4f}  macro-F1 {r['f1_macro']:.4f}  "
+                      f"eval loss {r['eval_loss']:.4f}", flush=True)
     finally:
         for w in workers.values():
             w.close()
     out = {"dataset": ds, "train_examples": train_examples, "seeds": seeds, "runs": found}
     print(f"\n{ds}, {train_examples} training examples, {epochs_note}, batch {s['batch_size']}, lr {s['lr']}, "
           f"full test set; mean +- sd over seeds {seeds}")
-    for metric in ("accuracy", "f1_macro"):
+    for metric in ("accuracy", "f1_macro", "eval_loss"):
         for side, runs in found.items():
             values = [r[metric] for r in runs]
             sd = statistics.stdev(values) if len(values) > 1 else 0.0
