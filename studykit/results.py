@@ -9,7 +9,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
-           "plot_curves", "run_label", "describe_ranking", "training_memory", "overlap_effect", "METRICS"]
+           "plot_curves", "run_label", "describe_ranking", "training_memory", "overlap_effect", "METRICS", "REPORT_CLAIMS",
+           "check_claims"]
 
 METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss")
 
@@ -102,7 +103,8 @@ def paired_comparison(results: pd.DataFrame, method_a: str, method_b: str, metri
     low, high = mean - half, mean + half
     verdict = ("b higher beyond seed noise" if low > 0 else "b lower beyond seed noise" if high < 0
                else "within seed noise (interval includes 0)")
-    return {"n": n, "mean_diff": mean, "ci95": (float(low), float(high)), "p_value": p, "verdict": verdict}
+    return {"n": n, "mean_diff": mean, "ci95": (float(low), float(high)), "p_value": p, "verdict": verdict,
+            "b_wins": int((diff > 0).sum())}
 
 
 def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "test", save_to=None,
@@ -205,3 +207,97 @@ def overlap_effect(results: pd.DataFrame, dataset: str, data_dir=None) -> pd.Dat
         return pd.DataFrame()
     table = pd.DataFrame(rows).groupby("method").mean(numeric_only=True).drop(columns="seed")
     return table.assign(test_examples=len(labels), unseen_examples=int(unseen.sum()))
+
+
+# --- the seed report's claims, checked against our runs ------------------------------------------------------
+
+# Each claim as the report states it, and how to test it on a results table: `better` (one method beats
+# another on a dataset, paired by seed) or `best_model` (a model has the best mean metric among the models
+# fully fine-tuned on each dataset, and its lead over the runner-up is beyond seed noise).
+REPORT_CLAIMS = [
+    dict(claim="Adapters beat full fine-tuning on acl", kind="better", dataset="acl_sup", metric="f1_macro",
+         winner="adapter", loser="full"),
+    dict(claim="roberta-base has the lowest eval loss on restaurant and agnews", kind="best_model",
+         datasets=["restaurant_sup", "agnews_sup"], metric="eval_loss", model="roberta-base",
+         higher_is_better=False),
+]
+
+
+def _is_adapter(method: str) -> bool:
+    return " adapter" in method
+
+
+def _check_better(results, claim):
+    part = results[results["dataset"] == claim["dataset"]]
+    if part.empty:
+        return [("not testable here", f"no runs on {claim['dataset']}")]
+    rows = []
+    for model, runs in part.groupby("model_name"):
+        full = sorted(m for m in runs["method"].unique() if not _is_adapter(m))
+        adapters = sorted(m for m in runs["method"].unique() if _is_adapter(m))
+        if not full or not adapters:
+            continue
+        winners, losers = (adapters, full) if claim["winner"] == "adapter" else (full, adapters)
+        for loser in losers:
+            for winner in winners:
+                cmp = paired_comparison(runs, loser, winner, claim["metric"])
+                low, high = cmp["ci95"]
+                evidence = (f"{winner} - {loser}: {claim['metric']} {cmp['mean_diff']:+.3f}, 95 % CI "
+                            f"[{low:+.3f}, {high:+.3f}], higher in {cmp.get('b_wins', 0)} of {cmp['n']} seeds")
+                if cmp["n"] < 2:
+                    verdict = "cannot decide (too few paired seeds)"
+                elif low > 0:
+                    verdict = "holds"
+                elif high < 0:
+                    verdict = "does not hold (the opposite, beyond seed noise)"
+                else:
+                    verdict = "cannot decide (within seed noise)"
+                rows.append((verdict, evidence))
+    return rows or [("not testable here", f"no model has both adapter and full fine-tuning runs on {claim['dataset']}")]
+
+
+def _check_best_model(results, claim):
+    rows = []
+    sign = 1 if claim.get("higher_is_better", True) else -1
+    for dataset in claim["datasets"]:
+        part = results[(results["dataset"] == dataset) & ~results["method"].map(_is_adapter)]
+        models = sorted(part["model_name"].unique())
+        if claim["model"] not in models or len(models) < 2:
+            rows.append(("not testable here", f"{dataset}: needs {claim['model']} and at least one other model "
+                                               f"fully fine-tuned; these runs have {models or 'none'}"))
+            continue
+        means = part.groupby("method")[claim["metric"]].mean().sort_values(ascending=sign < 0)
+        best = means.index[0]
+        claimed = next(m for m in means.index if part.loc[part.method == m, "model_name"].iloc[0] == claim["model"])
+        rival = means.index[1] if best == claimed else best
+        cmp = paired_comparison(part, rival, claimed, claim["metric"])
+        low, high = (sign * np.array(cmp["ci95"]))[::sign]
+        evidence = (f"{dataset}: {claimed} {means[claimed]:.3f} vs {rival} {means[rival]:.3f}; advantage "
+                    f"{sign * cmp['mean_diff']:+.3f}, 95 % CI [{low:+.3f}, {high:+.3f}] over {cmp['n']} seeds")
+        if cmp["n"] < 2:
+            verdict = "cannot decide (too few paired seeds)"
+        elif low > 0:
+            verdict = "holds"
+        elif high < 0:
+            verdict = "does not hold (another model is better beyond seed noise)"
+        else:
+            verdict = "cannot decide (within seed noise)"
+        rows.append((verdict, evidence))
+    return rows
+
+
+def check_claims(results: pd.DataFrame, claims=None) -> pd.DataFrame:
+    """One row per (claim, comparison): the verdict from our runs and the evidence behind it.
+
+    Verdicts: "holds" (the claimed direction, beyond seed noise), "does not hold" (the opposite, beyond seed
+    noise), "cannot decide" (the paired 95 % interval includes 0, or too few seeds) and "not testable here"
+    (the runs lack what the claim is about, e.g. roberta-base in a MiniLM-only profile).
+    """
+    checks = {"better": _check_better, "best_model": _check_best_model}
+    rows = []
+    for claim in claims or REPORT_CLAIMS:
+        if claim["kind"] not in checks:
+            raise ValueError(f"unknown claim kind {claim['kind']!r}; valid: {sorted(checks)}")
+        for verdict, evidence in checks[claim["kind"]](results, claim):
+            rows.append({"claim": claim["claim"], "verdict": verdict, "evidence": evidence})
+    return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"])

@@ -52,3 +52,41 @@ def test_describe_ranking_names_the_best_method_and_the_verdict():
     assert "best higher beyond seed noise" in lines[0]
     loss = utils.describe_ranking(_results(), "eval_loss", higher_is_better=False)
     assert loss[0].startswith("d: B has the best mean eval_loss (0.340)")
+
+
+def _claim_runs(adapter_f1, full_f1, losses=None):
+    """acl runs of one model, full fine-tuning and adapters, and optional (model -> eval losses) on restaurant."""
+    rows = []
+    for seed, (a, f) in enumerate(zip(adapter_f1, full_f1), 1):
+        rows += [{"dataset": "acl_sup", "model_name": "m", "method": "m adapter64 lr=0.001", "seed": seed, "f1_macro": a},
+                 {"dataset": "acl_sup", "model_name": "m", "method": "m full lr=5e-05", "seed": seed, "f1_macro": f}]
+    for model, values in (losses or {}).items():
+        rows += [{"dataset": "restaurant_sup", "model_name": model, "method": f"{model} full lr=1e-05", "seed": seed,
+                  "eval_loss": v} for seed, v in enumerate(values, 1)]
+    return pd.DataFrame(rows)
+
+
+def test_check_claims_gives_each_verdict_from_the_paired_interval():
+    acl = [c for c in utils.REPORT_CLAIMS if c.get("dataset") == "acl_sup"]
+    holds = utils.check_claims(_claim_runs([0.50, 0.52, 0.51], [0.40, 0.43, 0.41]), acl)
+    assert holds["verdict"].tolist() == ["holds"] and "higher in 3 of 3 seeds" in holds["evidence"][0]
+    opposite = utils.check_claims(_claim_runs([0.40, 0.43, 0.41], [0.50, 0.52, 0.51]), acl)
+    assert opposite["verdict"][0].startswith("does not hold")
+    noise = utils.check_claims(_claim_runs([0.50, 0.40, 0.46], [0.45, 0.47, 0.44]), acl)
+    assert noise["verdict"][0] == "cannot decide (within seed noise)"
+
+
+def test_check_claims_best_model_lower_loss_and_untestable_cases():
+    best = [c for c in utils.REPORT_CLAIMS if c["kind"] == "best_model"]
+    runs = _claim_runs([0.5] * 3, [0.4] * 3, {"roberta-base": [0.50, 0.52, 0.51], "bert-base-uncased": [0.60, 0.61, 0.63]})
+    table = utils.check_claims(runs, best)
+    restaurant = table[table.evidence.str.startswith("restaurant_sup")]
+    assert restaurant["verdict"].tolist() == ["holds"]
+    assert "advantage +0.103" in restaurant["evidence"].iloc[0]  # the loss it saves, as a positive number
+    assert table[table.evidence.str.startswith("agnews_sup")]["verdict"].tolist() == ["not testable here"]
+    worse = _claim_runs([0.5] * 3, [0.4] * 3, {"roberta-base": [0.60, 0.61, 0.63], "bert-base-uncased": [0.50, 0.52, 0.51]})
+    assert utils.check_claims(worse, best)["verdict"].iloc[0].startswith("does not hold")
+    only_minilm = _claim_runs([0.5] * 3, [0.4] * 3, {"all-minilm-l6-v2": [0.5, 0.5, 0.5]})
+    assert set(utils.check_claims(only_minilm, best)["verdict"]) == {"not testable here"}
+    with pytest.raises(ValueError, match="valid: \\['best_model', 'better'\\]"):
+        utils.check_claims(runs, [dict(claim="x", kind="nonsense")])
