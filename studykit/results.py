@@ -9,7 +9,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
-           "plot_curves", "run_label", "describe_ranking", "training_memory", "overlap_effect", "METRICS", "REPORT_CLAIMS",
+           "plot_curves", "run_label", "describe_ranking", "training_memory", "overlap_effect", "METRICS", "REPORT_CLAIMS", "describe_runs",
            "check_claims"]
 
 METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss")
@@ -44,6 +44,17 @@ def load_results(results_dir="results", task: str | None = None, include_failed:
         outcome.pop("versions", None)
         rows.append({**config, **outcome, "method": run_label(config), "run_dir": str(run)})
     return pd.DataFrame(rows)
+
+
+def describe_runs(results: pd.DataFrame) -> str:
+    """Where the runs on display were produced and what they cost, read from their summaries (the machine
+    executing the notebook may not be the one that trained: finished runs are reused)."""
+    if results.empty:
+        return "no finished runs"
+    hours = results["train_time_s"].sum() / 3600
+    return (f"{len(results)} runs, produced on: {'; '.join(sorted(results['hardware'].unique()))}; "
+            f"training time (evaluation excluded) {hours:.2f} h in all, "
+            f"{results['train_time_s'].mean() / 60:.1f} min per run on average")
 
 
 def load_metrics(results_dir="results", task: str | None = None) -> pd.DataFrame:

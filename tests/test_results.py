@@ -90,3 +90,12 @@ def test_check_claims_best_model_lower_loss_and_untestable_cases():
     assert set(utils.check_claims(only_minilm, best)["verdict"]) == {"not testable here"}
     with pytest.raises(ValueError, match="valid: \\['best_model', 'better'\\]"):
         utils.check_claims(runs, [dict(claim="x", kind="nonsense")])
+
+
+def test_describe_runs_reads_hardware_and_cost_from_the_summaries():
+    runs = pd.DataFrame({"hardware": ["1 x CPU X, 2 threads", "1 x CPU X, 2 threads", "1 x NVIDIA H100"],
+                         "train_time_s": [1800.0, 1800.0, 3600.0]})
+    text = utils.describe_runs(runs)
+    assert text.startswith("3 runs, produced on: 1 x CPU X, 2 threads; 1 x NVIDIA H100;")
+    assert "2.00 h in all, 40.0 min per run" in text
+    assert utils.describe_runs(pd.DataFrame()) == "no finished runs"
