@@ -83,13 +83,17 @@ def summarize(results: pd.DataFrame, metrics=METRICS, by=("dataset", "method")) 
     return pd.concat(parts, axis=1)
 
 
-def format_summary(summary: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """`mean ± std` strings per metric, for reading (the numbers stay in `summarize`'s output)."""
+def format_summary(summary: pd.DataFrame, digits: int = 3, ci_for=("accuracy", "f1_macro")) -> pd.DataFrame:
+    """`mean ± std` strings per metric, and the 95 % t-interval of the mean for the metrics in `ci_for`, for
+    reading (the numbers stay in `summarize`'s output)."""
     out = pd.DataFrame(index=summary.index)
     for metric in summary.columns.get_level_values(0).unique():
         part = summary[metric]
         out[metric] = [f"{m:.{digits}f} ± {s:.{digits}f}" if np.isfinite(s) else f"{m:.{digits}f}"
                        for m, s in zip(part["mean"], part["std"])]
+        if metric in ci_for:
+            out[f"{metric} 95 % CI"] = [f"[{m - h:.{digits}f}, {m + h:.{digits}f}]" if np.isfinite(h) else "n < 2"
+                                        for m, h in zip(part["mean"], part["ci95"])]
     out["seeds"] = summary[summary.columns[0][0]]["n"].astype(int).values
     return out
 

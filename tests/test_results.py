@@ -26,6 +26,9 @@ def test_summarize_gives_mean_std_and_t_interval():
     assert row["ci95"] == pytest.approx(stats.t.ppf(0.975, 3) * values.std(ddof=1) / 2)
     table = utils.format_summary(summary)
     assert table.loc[("d", "A"), "f1_macro"] == "0.615 ± 0.013" and table.loc[("d", "A"), "seeds"] == 4
+    half = stats.t.ppf(0.975, 3) * values.std(ddof=1) / 2
+    assert table.loc[("d", "A"), "f1_macro 95 % CI"] == f"[{values.mean() - half:.3f}, {values.mean() + half:.3f}]"
+    assert utils.format_summary(utils.summarize(_results()[lambda f: f.seed == 1]))["f1_macro 95 % CI"].iloc[0] == "n < 2"
 
 
 def test_paired_comparison_detects_a_consistent_difference():
