@@ -1,0 +1,47 @@
+"""The committed reference results and notebooks: complete, self-consistent, and what the notebooks show.
+
+These read files in the repository (no training): a run folder whose summary disagrees with its own
+metrics log, a missing seed, or a notebook committed from another profile fails here.
+"""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import utils
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "results" / "reference"
+
+
+@pytest.mark.parametrize("task", ["task2", "task3"])
+def test_every_reference_run_is_committed_and_consistent(task):
+    # Matched on the settings, not the folder hash: the hash includes the data files' content, and the data
+    # need not be on this machine to check the committed results.
+    configs = utils.study_configs(task, "reference", results_dir=str(REFERENCE))
+    results = utils.load_results(REFERENCE, task=task)
+    assert len(results) == len(configs), f"{len(results)} of {len(configs)} {task} reference runs committed"
+    keys = ["dataset", "model_name", "seed", "learning_rate", "adapter_size", "epochs", "batch_size", "max_length"]
+    committed = {tuple(row) for row in results[keys].itertuples(index=False)}
+    for config in configs:
+        assert tuple(getattr(config, k) for k in keys) in committed, f"missing reference run {config}"
+    for run_dir in results["run_dir"]:
+        run = Path(run_dir)
+        summary = json.loads((run / "summary.json").read_text())
+        last_eval = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                     if '"split": "test"' in line][-1]
+        assert summary["f1_macro"] == last_eval["f1_macro"] and summary["accuracy"] == last_eval["accuracy"]
+        assert len(json.loads((run / "predictions.json").read_text())) == summary["eval_examples"]
+        assert summary["steps"] > 0 and summary["hardware"]
+
+
+@pytest.mark.parametrize("notebook", ["task2_finetune.ipynb", "task3_adapter.ipynb"])
+def test_committed_notebooks_show_the_reference_profile(notebook):
+    nb = nbformat.read(ROOT / notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "committed notebook is not fully executed"
+    first = "".join(o.get("text", "") for o in code[1].outputs)
+    assert "profile:  reference" in first and "all-minilm-l6-v2" in first
+    errors = [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors
