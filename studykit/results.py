@@ -242,6 +242,17 @@ def _is_adapter(method: str) -> bool:
     return " adapter" in method
 
 
+def _verdict(n: int, low: float, high: float, opposite: str) -> str:
+    """The verdict on a claimed advantage from the 95 % interval [low, high] of that advantage over n seeds."""
+    if n < 2:
+        return "cannot decide (too few paired seeds)"
+    if low > 0:
+        return "holds"
+    if high < 0:
+        return f"does not hold ({opposite}, beyond seed noise)"
+    return "cannot decide (within seed noise)"
+
+
 def _check_better(results, claim):
     part = results[results["dataset"] == claim["dataset"]]
     if part.empty:
@@ -259,15 +270,7 @@ def _check_better(results, claim):
                 low, high = cmp["ci95"]
                 evidence = (f"{winner} - {loser}: {claim['metric']} {cmp['mean_diff']:+.3f}, 95 % CI "
                             f"[{low:+.3f}, {high:+.3f}], higher in {cmp.get('b_wins', 0)} of {cmp['n']} seeds")
-                if cmp["n"] < 2:
-                    verdict = "cannot decide (too few paired seeds)"
-                elif low > 0:
-                    verdict = "holds"
-                elif high < 0:
-                    verdict = "does not hold (the opposite, beyond seed noise)"
-                else:
-                    verdict = "cannot decide (within seed noise)"
-                rows.append((verdict, evidence))
+                rows.append((_verdict(cmp["n"], low, high, "the opposite"), evidence))
     return rows or [("not testable here", f"no model has both adapter and full fine-tuning runs on {claim['dataset']}")]
 
 
@@ -289,15 +292,7 @@ def _check_best_model(results, claim):
         low, high = (sign * np.array(cmp["ci95"]))[::sign]
         evidence = (f"{dataset}: {claimed} {means[claimed]:.3f} vs {rival} {means[rival]:.3f}; advantage "
                     f"{sign * cmp['mean_diff']:+.3f}, 95 % CI [{low:+.3f}, {high:+.3f}] over {cmp['n']} seeds")
-        if cmp["n"] < 2:
-            verdict = "cannot decide (too few paired seeds)"
-        elif low > 0:
-            verdict = "holds"
-        elif high < 0:
-            verdict = "does not hold (another model is better beyond seed noise)"
-        else:
-            verdict = "cannot decide (within seed noise)"
-        rows.append((verdict, evidence))
+        rows.append((_verdict(cmp["n"], low, high, "another model is better"), evidence))
     return rows
 
 
