@@ -44,7 +44,7 @@ example is long enough to be truncated to `max_length`, so there is no padding a
 dropout 0: on CPU, dropout costs random numbers and sends attention through the unfused path.
 
 Evaluation speed: each side's own evaluation over the full test split (the engine: `evaluate` on its
-length-sorted loader, batch `eval_batch_size` = 256; the Trainer: `evaluate()`, its default batch 8, grouped
+length-sorted loader, its CPU batch of 32 (256 on a GPU); the Trainer: `evaluate()`, its default batch 8, grouped
 by length when group_by_length is on).
 
 Data preparation: the engine tokenizes a (tokenizer, dataset) once and caches it on disk; the benchmark
@@ -195,7 +195,7 @@ def run_ours(job: dict) -> dict:
     # The examples it trained on: the engine's own sampler, replayed with the engine's seed for epoch 0.
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(_labels(job["dataset"])), config.cache_dir)
     encoded = tokenize_dataset(config, tokenizer)
-    train_loader, _, generator = _loaders(config, encoded, tokenizer, config.batch_size, None)
+    train_loader, _, generator = _loaders(config, encoded, tokenizer, config.batch_size, None, 1)
     generator.manual_seed(config.seed * 1000)
     all_lengths = list(encoded["train"]["length"])
     lengths = [all_lengths[i] for i in list(train_loader.sampler)[:summary["steps"] * config.batch_size]]
@@ -289,12 +289,13 @@ def evaluate_ours(job: dict) -> dict:
     import torch
     from accelerate import Accelerator
     from studykit.modeling import load_model_and_tokenizer
-    from studykit.training import RunConfig, _loaders, evaluate, tokenize_dataset
+    from studykit.training import RunConfig, _loaders, eval_batch_size_for, evaluate, tokenize_dataset
     config = RunConfig(job["model"], job["dataset"], seed=job["seed"], max_length=job["max_length"],
                        batch_size=job["batch_size"], data_dir=job["data_dir"], results_dir=job["results_dir"])
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(_labels(job["dataset"])), config.cache_dir)
     encoded = tokenize_dataset(config, tokenizer)
-    _, test_loader, _ = _loaders(config, encoded, tokenizer, config.batch_size, None)
+    eval_batch_size = eval_batch_size_for(config, "cpu")
+    _, test_loader, _ = _loaders(config, encoded, tokenizer, config.batch_size, None, eval_batch_size)
     accelerator = Accelerator(cpu=True)
     model, test_loader = accelerator.prepare(model, test_loader)
     t = time.perf_counter()
@@ -304,8 +305,8 @@ def evaluate_ours(job: dict) -> dict:
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     assert torch.get_num_threads() == job["threads"]
     return {"eval_samples_per_s": metrics["eval_examples"] / eval_s, "eval_examples": metrics["eval_examples"],
-            "eval_padding_fraction": padding_fraction(lengths, order, config.eval_batch_size),
-            "eval_batch_size": config.eval_batch_size}
+            "eval_padding_fraction": padding_fraction(lengths, order, eval_batch_size),
+            "eval_batch_size": eval_batch_size}
 
 
 def evaluate_trainer(job: dict, group_by_length: bool) -> dict:

@@ -45,3 +45,12 @@ def test_committed_notebooks_show_the_reference_profile(notebook):
     assert "profile:  reference" in first and "all-minilm-l6-v2" in first
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("task", ["task2", "task3"])
+def test_reference_notebooks_find_their_runs_on_the_real_data(task, real_data):
+    # Re-executing a notebook on PROFILE=reference with the real data must reuse the committed runs, not
+    # retrain: every config's folder (named by its hash, which covers the data's content) holds a summary.
+    configs = utils.study_configs(task, "reference", results_dir=str(REFERENCE), data_dir=real_data)
+    missing = [str(c.run_dir.relative_to(REFERENCE)) for c in configs if not (c.run_dir / "summary.json").is_file()]
+    assert not missing, f"reference runs not found under their config hash: {missing}"

@@ -274,9 +274,9 @@ def test_configs_under_the_same_name_are_kept_apart_by_hash(tmp_path, trained):
     assert trained == [slow.run_dir, fast.run_dir]  # the second was trained, not taken from the first
     assert (first["config_hash"], second["config_hash"]) == (slow.config_hash(), fast.config_hash())
     assert read_json(fast.run_dir / "config.json")["learning_rate"] == 3e-3
-    # The seed, paths and thread count do not change the hash; the data's content does.
+    # The seed, paths, thread count and evaluation batch do not change the hash; the data's content does.
     same = grid.make_config(tmp_path / "elsewhere", str(FIXTURE) + "/", learning_rate=1e-3, max_steps=2,
-                            seed=5, num_threads=2)
+                            seed=5, num_threads=2, eval_batch_size=64)
     assert same.config_hash() == slow.config_hash()
     changed = tmp_path / "data"
     for name in ("train.json", "test.json"):

@@ -90,3 +90,19 @@ def test_predictions_are_saved_in_test_split_order(tmp_path, fixture_data):
     results = utils.load_results(config.results_dir)
     table = utils.overlap_effect(results, "restaurant_sup", fixture_data)
     assert table["accuracy_all"].iloc[0] == pytest.approx(summary["accuracy"])
+
+
+def test_evaluation_batch_changes_speed_not_results(tmp_path, fixture_data):
+    # eval_batch_size is left out of the config hash, so it must not change what a run reports.
+    default = _config(tmp_path / "a", fixture_data, epochs=1)
+    small = _config(tmp_path / "b", fixture_data, epochs=1, eval_batch_size=5)
+    assert default.config_hash() == small.config_hash()
+    first, second = utils.train_run(default), utils.train_run(small)
+    assert (first["eval_batch_size"], second["eval_batch_size"]) == (32, 5)  # 32: the CPU default
+    for key in ("accuracy", "f1_macro", "eval_loss"):
+        assert first[key] == pytest.approx(second[key], abs=1e-6)
+    assert (json.loads((default.run_dir / "predictions.json").read_text())
+            == json.loads((small.run_dir / "predictions.json").read_text()))
+    assert training.eval_batch_size_for(default, "cuda") == 256
+    with pytest.raises(ValueError, match="eval_batch_size"):
+        _config(tmp_path, fixture_data, eval_batch_size=0)
