@@ -57,4 +57,6 @@ def test_quick_benchmark_prints_the_json_line(tmp_path):
         assert row[side]["padding_fraction"] is not None
     assert out["seq128_full_length_fraction"] == 1.0  # the fixed-length runs really are all max_length
     assert "mfu_seq128_dropout0" in out and row["ours"]["eval_samples_per_s"] > 0
+    for key in ("seq128", "seq128_dropout0"):  # steady state, and the bare loop beside it
+        assert out[f"mfu_{key}"] > 0 and out[f"bare_mfu_{key}"] > 0 and out[f"{key}_vs_bare_loop"] > 0
     assert "MFU" in done.stdout and "target" in done.stdout
