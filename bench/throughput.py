@@ -1,6 +1,6 @@
 """Training speed: the study kit's engine against the Hugging Face Trainer and against the machine's limit.
 
-    python bench/throughput.py                 # MiniLM on real restaurant + agnews, 5-10 minutes on 2 cores
+    python bench/throughput.py                 # MiniLM on real restaurant + agnews, about 15 minutes on 2 cores
     python bench/throughput.py --quick         # tiny model on the test fixtures, seconds (smoke test)
     python bench/throughput.py --check-metrics # final accuracy/F1 of both sides over a few seeds (long)
 
@@ -18,15 +18,16 @@ noisy; the medians are what to read.
 Which steps are timed. The length-grouped sampler (the engine's and the Trainer's) shuffles the data,
 cuts it into mega-batches of `min(N // (4 * batch), 50)` batches, sorts each mega-batch longest first and
 moves the longest batch to the front. So the first steps of an epoch are its longest ones, and a cut
-after a few steps would charge grouping with its worst batches; and a tiny dataset (N < 8 batches) is not
-grouped at all. The benchmark therefore copies a random subsample of the real data files
-(`--train-examples`, default 256, `--eval-examples`) into a temporary folder and every side trains exactly
-one mega-batch of it (`max_steps` = 4 batches at the defaults): a random quarter of the subsample, all of
-it, so every side sees the same number of examples drawn the same way. A 256-example subsample groups less
-well than the full dataset (its mega-batches hold 64 examples, the full restaurant set's 800+), so the
-default run understates the gain of grouping; the table also prints the exact padding of a full epoch
-over the full dataset, from the samplers themselves, and `--train-examples 0` trains one mega-batch of the
-full dataset (exact; restaurant alone, 3 repeats: about 5 minutes on a quiet 2-core machine).
+after a few steps would charge grouping with its worst batches; a cut at one mega-batch would give each
+side a different random quarter of the data (the samplers' seeds differ), and samples/s would then depend
+on which examples were drawn. The benchmark therefore copies a random subsample of the real data files
+(`--train-examples`, default 256, `--eval-examples`) into a temporary folder and every side trains one
+whole epoch of it: the same examples on every side, only batched differently. A 256-example subsample
+groups less well than the full dataset (its mega-batches hold 64 examples, the full restaurant set's
+800+), so the default run understates the gain of grouping; the table also prints the exact padding of a
+full epoch over the full dataset, from the samplers themselves, and `--train-examples 0` trains one
+mega-batch (800 examples) of the full dataset instead (restaurant alone, 3 repeats: about 5 minutes on a
+quiet 2-core machine).
 
 FLOPs (model FLOPs, as in the PaLM paper and nanoGPT's MFU): per training example of s non-pad tokens,
     6 * N_enc * s              weights of the encoder layers, every token (2 forward + 4 backward per weight)
@@ -537,7 +538,9 @@ def run_benchmark(s: dict, work: Path) -> dict:
         # --train-examples 0: the whole training split (the test split is still subsampled, except agnews')
         data[ds] = str(write_subset(Path(s["data_dir"]), work / "data" / ds, ds, s["train_examples"] or 10 ** 9,
                                     s["eval_examples"], seed=s["seed"]))
-        steps[ds] = megabatch_steps(len(get_dataset(ds, "[SEP]", data[ds])["train"]), s["batch_size"])
+        # A whole epoch of the subsample (same examples on every side); of the full dataset, one mega-batch.
+        steps[ds] = (None if s["train_examples"]
+                     else megabatch_steps(len(get_dataset(ds, "[SEP]", data[ds])["train"]), s["batch_size"]))
     if s["seq128"]:
         # Every example repeated to well over max_length tokens, so all are truncated to exactly max_length.
         data["seq128"] = str(write_subset(Path(s["data_dir"]), work / "data" / "seq128", "agnews_sup",
@@ -666,8 +669,9 @@ def print_report(out: dict) -> None:
     print()
     print(f"Machine: {s['machine']}; {s['threads']} torch threads on every side and for the matmul peak.")
     print(f"Model {s['model']} on {s['data']} data; batch {s['batch_size']}, lr {s['lr']}, max_length "
-          f"{s['max_length']}, {s['precision']}; each run trains one mega-batch of a random "
-          f"{s['train_examples'] or 'full'}-example training set; {s['repeats']} repeats, sides alternated, "
+          f"{s['max_length']}, {s['precision']}; each run trains "
+          f"{'one epoch of a random ' + str(s['train_examples']) if s['train_examples'] else 'one mega-batch of the full'}"
+          f"-example training set; {s['repeats']} repeats, sides alternated, "
           f"medians (the machine is shared: figures are noisy).")
     print(f"Matmul peak ({s['matmul_size']}x{s['matmul_size']} fp32 torch.matmul, best of {out['matmul_probes']} "
           f"probes): {out['matmul_peak_flops'] / 1e9:.1f} GFLOP/s (median probe "
@@ -682,7 +686,8 @@ def print_report(out: dict) -> None:
     width = 28
     for ds, row in out["datasets"].items():
         o, full = row["ours"], out["data_prep"][ds]
-        print(f"\n{ds}: each run trains {o['train_examples']} examples (one mega-batch of the "
+        print(f"\n{ds}: each run trains {o['train_examples']} examples "
+              f"({'one epoch of the' if s['train_examples'] else 'one mega-batch of the'} "
               f"{s['train_examples'] or full['examples']}-example training set); evaluation: all "
               f"{o['eval_examples']} test examples")
         print(f"{'':{width}s}" + "".join(f"{SIDE_NAMES[side]:>16s}" for side in SIDES) + "   target")
@@ -775,7 +780,7 @@ def main(argv=None):
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--train-examples", type=int,
                    help="size of the random training subsample (default 256; 0: the full dataset); each run "
-                        "trains one mega-batch of it (--check-metrics: one epoch, default 512)")
+                        "trains one epoch of it, of the full dataset one mega-batch (--check-metrics: one epoch, default 512)")
     p.add_argument("--eval-examples", type=int,
                    help="test examples of each training run (restaurant/acl; default 16: eval speed is measured "
                         "separately, on the full test split)")

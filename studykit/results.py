@@ -238,10 +238,6 @@ REPORT_CLAIMS = [
 ]
 
 
-def _is_adapter(method: str) -> bool:
-    return " adapter" in method
-
-
 def _verdict(n: int, low: float, high: float, opposite: str) -> str:
     """The verdict on a claimed advantage from the 95 % interval [low, high] of that advantage over n seeds."""
     if n < 2:
@@ -259,8 +255,9 @@ def _check_better(results, claim):
         return [("not testable here", f"no runs on {claim['dataset']}")]
     rows = []
     for model, runs in part.groupby("model_name"):
-        full = sorted(m for m in runs["method"].unique() if not _is_adapter(m))
-        adapters = sorted(m for m in runs["method"].unique() if _is_adapter(m))
+        is_adapter = runs["adapter_size"].notna()  # from the run's config, not its label
+        full = sorted(runs.loc[~is_adapter, "method"].unique())
+        adapters = sorted(runs.loc[is_adapter, "method"].unique())
         if not full or not adapters:
             continue
         winners, losers = (adapters, full) if claim["winner"] == "adapter" else (full, adapters)
@@ -278,7 +275,7 @@ def _check_best_model(results, claim):
     rows = []
     sign = 1 if claim.get("higher_is_better", True) else -1
     for dataset in claim["datasets"]:
-        part = results[(results["dataset"] == dataset) & ~results["method"].map(_is_adapter)]
+        part = results[(results["dataset"] == dataset) & results["adapter_size"].isna()]
         models = sorted(part["model_name"].unique())
         if claim["model"] not in models or len(models) < 2:
             rows.append(("not testable here", f"{dataset}: needs {claim['model']} and at least one other model "

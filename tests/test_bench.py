@@ -54,6 +54,7 @@ def test_quick_benchmark_prints_the_json_line(tmp_path):
     row = out["datasets"]["restaurant_sup"]
     for side in ("ours", "trainer", "trainer_gbl"):
         assert row[side]["train_samples_per_s"] > 0 and row[side]["train_examples"] == row["ours"]["train_examples"]
+        assert row[side]["train_tokens"] == row["ours"]["train_tokens"]  # one epoch: the same examples everywhere
         assert row[side]["padding_fraction"] is not None
     assert out["seq128_full_length_fraction"] == 1.0  # the fixed-length runs really are all max_length
     assert "mfu_seq128_dropout0" in out and row["ours"]["eval_samples_per_s"] > 0

@@ -61,11 +61,13 @@ def _claim_runs(adapter_f1, full_f1, losses=None):
     """acl runs of one model, full fine-tuning and adapters, and optional (model -> eval losses) on restaurant."""
     rows = []
     for seed, (a, f) in enumerate(zip(adapter_f1, full_f1), 1):
-        rows += [{"dataset": "acl_sup", "model_name": "m", "method": "m adapter64 lr=0.001", "seed": seed, "f1_macro": a},
-                 {"dataset": "acl_sup", "model_name": "m", "method": "m full lr=5e-05", "seed": seed, "f1_macro": f}]
+        rows += [{"dataset": "acl_sup", "model_name": "m", "method": "m adapter64 lr=0.001", "adapter_size": 64,
+                  "seed": seed, "f1_macro": a},
+                 {"dataset": "acl_sup", "model_name": "m", "method": "m full lr=5e-05", "adapter_size": None,
+                  "seed": seed, "f1_macro": f}]
     for model, values in (losses or {}).items():
-        rows += [{"dataset": "restaurant_sup", "model_name": model, "method": f"{model} full lr=1e-05", "seed": seed,
-                  "eval_loss": v} for seed, v in enumerate(values, 1)]
+        rows += [{"dataset": "restaurant_sup", "model_name": model, "method": f"{model} full lr=1e-05",
+                  "adapter_size": None, "seed": seed, "eval_loss": v} for seed, v in enumerate(values, 1)]
     return pd.DataFrame(rows)
 
 
