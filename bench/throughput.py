@@ -201,7 +201,8 @@ def run_ours(job: dict) -> dict:
     # The examples it trained on: the engine's own sampler, replayed with the engine's seed for epoch 0.
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(_labels(job["dataset"])), config.cache_dir)
     encoded = tokenize_dataset(config, tokenizer)
-    train_loader, _, generator = _loaders(config, encoded, tokenizer, config.batch_size, None, 1)
+    # Only the training order is replayed; the evaluation loader is not used.
+    train_loader, _, generator = _loaders(config, encoded, tokenizer, config.batch_size, None, eval_batch_size=1)
     generator.manual_seed(config.seed * 1000)
     all_lengths = list(encoded["train"]["length"])
     lengths = [all_lengths[i] for i in list(train_loader.sampler)[:summary["steps"] * config.batch_size]]
