@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 import utils
@@ -54,3 +55,16 @@ def test_reference_notebooks_find_their_runs_on_the_real_data(task, real_data):
     configs = utils.study_configs(task, "reference", results_dir=str(REFERENCE), data_dir=real_data)
     missing = [str(c.run_dir.relative_to(REFERENCE)) for c in configs if not (c.run_dir / "summary.json").is_file()]
     assert not missing, f"reference runs not found under their config hash: {missing}"
+
+
+def test_committed_memory_notebook_shows_its_reference_validation():
+    # The notebook's own validation table and the committed CSV must agree, and every case be within 1 %.
+    nb = nbformat.read(ROOT / "memory_estimate.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "committed notebook is not fully executed"
+    text = "".join(o.get("text", "") for c in code for o in c.outputs)
+    assert "profile: reference" in text
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    validation = pd.read_csv(REFERENCE / "memory" / "validation.csv")
+    assert len(validation) >= 14 and validation["total_err_pct"].abs().max() < 1
+    assert f"within {validation['activations_err_pct'].abs().max():.2f} % of {len(validation)} measured" in text
