@@ -85,6 +85,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from studykit.hardware import cpu_name  # noqa: E402
 
 SIDES = ("ours", "trainer", "trainer_gbl")
 SIDE_NAMES = {"ours": "ours (engine)", "trainer": "Trainer", "trainer_gbl": "Trainer+gbl"}
@@ -524,15 +525,8 @@ def settings_from_args(args) -> dict:
         "seq128": not args.no_seq128, "seq128_batch_size": args.seq128_batch_size or (8 if quick else 32),
         "seq128_steps": args.seq128_steps or (4 if quick else 3),
         "probe_seconds": args.probe_seconds or (0.2 if quick else 2.0),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
     }
-
-
-def _cpu_name() -> str:
-    try:
-        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def measure_seq128(s: dict, worker, base: dict, data_dir: str, dropout, probes: list, results_dir: Path) -> dict:

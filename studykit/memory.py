@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .hardware import cpu_name
+
 __all__ = [
     "COMPONENTS", "MODEL_CONFIGS", "VALIDATION_CONFIGS", "PRECISIONS", "OPTIMIZERS", "PRESETS",
     "DEFAULT_ASSUMPTIONS", "GPUS", "CUDA_CONTEXT_BYTES", "ALLOCATOR_FRACTION", "GB",
@@ -929,10 +931,6 @@ def describe_machine():
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         return f"GPU: {torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}"
-    name = platform.machine()
-    try:
-        name = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    name = cpu_name()
     return (f"CPU only: {name}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"with {torch.get_num_threads()} threads; no CUDA device")

@@ -11,7 +11,8 @@ import ast
 import os
 from pathlib import Path
 
-from .training import RunConfig, cpu_name
+from .hardware import cpu_name
+from .training import RunConfig
 
 __all__ = ["PROFILES", "from_env", "study_configs", "describe_setup"]
 

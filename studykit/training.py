@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .hardware import cpu_name
 from .data import DATASET_NAMES, DataError, dataset_files, get_dataset
 from .modeling import load_model_and_tokenizer, safe_name
 
@@ -307,14 +308,6 @@ def evaluate(model, loader, accelerator) -> dict:
             "f1_micro": float(f1_score(y_true, y_pred, average="micro")),
             "eval_loss": float(torch.cat(losses).mean()), "eval_examples": int(len(y_true)),
             "predictions": in_split_order.tolist()}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what `platform` knows."""
-    try:
-        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def _hardware(accelerator) -> str:
