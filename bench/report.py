@@ -205,7 +205,7 @@ def print_grid(out: dict) -> None:
           f"{s['machine']}")
     if s["data"] == "fixtures":
         print("NOTE: the fast profile on the test fixtures: this tests the benchmark, not the engine.")
-    _line("wall time (process, start-up and data prep included)", fmt(out["wall_s"], "min"),
+    _line("wall time (process, start-up and data prep included)", fmt(out["wall_s"], "s"),
           "<= 30 min" if out["what"] == "reference grid" and s["profile"] == "reference" else "",
           out.get("target_met"))
     for r in out["per_run"]:

@@ -222,7 +222,8 @@ def run_grid_timed(s: dict, work: Path, cell: bool) -> dict:
         summary, config = (json.loads((summary_path.parent / f).read_text()) for f in ("summary.json", "config.json"))
         per_run.append({"dataset": config["dataset"], "seed": config["seed"], "precision": summary["precision"],
                         **{k: summary.get(k) for k in ("train_time_s", "wall_time_s", "f1_macro", "accuracy")}})
-    out = {"what": "reference cell" if cell else "reference grid", "settings": {**s, "profile": profile},
+    settings = {k: s[k] for k in ("precision", "data", "machine")}  # the profile sets everything else
+    out = {"what": "reference cell" if cell else "reference grid", "settings": {**settings, "profile": profile},
            "wall_s": wall, "runs": len(per_run), "per_run": per_run,
            "datasets": sorted({r["dataset"] for r in per_run}), "seeds": sorted({r["seed"] for r in per_run})}
     if not cell and profile == "reference":

@@ -1,5 +1,4 @@
 """studykit.hardware: the CPU name and the bf16 check."""
-import pytest
 import torch
 
 from studykit import hardware
