@@ -106,7 +106,8 @@ def print_throughput(out: dict) -> None:
     label = {side: SIDES[side][0] for side in SIDES}
     precision = {side: out["precision_ours"] if side == "ours" else SIDES[side][1] for side in SIDES}
     print()
-    print(f"Machine: {s['machine']}; {s['threads']} torch threads on every side and for the matmul probes.")
+    print(f"Machine: {s['machine']}; native bf16 (AVX-512 BF16 or AMX): {'yes' if s['bf16_cpu'] else 'no'}; "
+          f"{s['threads']} torch threads on every side and for the matmul probes.")
     print(f"Model {s['model']} on {s['data']} data; batch {s['batch_size']}, lr {s['lr']}, max_length "
           f"{s['max_length']}; each run trains "
           f"{'one epoch of a random ' + str(s['train_examples']) if s['train_examples'] else 'one mega-batch of the full'}"
@@ -175,6 +176,10 @@ def summarize_whole_runs(s: dict, runs: dict) -> dict:
     other = [side for side in runs if side != "ours"][0]
     out["other_side"] = other
     out["whole_run_ratio"] = median([t["wall_s"] / o["wall_s"] for o, t in zip(runs["ours"], runs[other])])
+    f1 = {side: [r["f1_macro"] for r in rs] for side, rs in runs.items()}
+    out["f1_macro_mean"] = {side: statistics.mean(v) for side, v in f1.items()}
+    out["f1_macro_sd"] = {side: statistics.stdev(v) if len(v) > 1 else None for side, v in f1.items()}
+    out["f1_macro_diff"] = out["f1_macro_mean"]["ours"] - out["f1_macro_mean"][other]
     out["targets"] = {"whole_run_ratio": TARGETS["whole_run_ratio"]}
     out["targets_met"] = {"whole_run_ratio": out["whole_run_ratio"] >= TARGETS["whole_run_ratio"]}
     return out
@@ -196,6 +201,10 @@ def print_whole_runs(out: dict) -> None:
           "medians; each repeat is in the JSON line)")
     _line(f"{SIDES[other][0]} wall / ours wall (paired)", fmt(out["whole_run_ratio"], "x"),
           f">= {out['targets']['whole_run_ratio']:.2f}x", out["targets_met"]["whole_run_ratio"])
+    sd = out["f1_macro_sd"]
+    print(f"  macro-F1 over seeds {s['seed']}..{s['seed'] + s['repeats'] - 1}: " + "; ".join(
+        f"{SIDES[side][0]} {fmt(mean, 'frac')}" + (f" +- {fmt(sd[side], 'frac')}" if sd[side] is not None else "")
+        for side, mean in out["f1_macro_mean"].items()) + f"; ours - other {100 * out['f1_macro_diff']:+.1f} points")
 
 
 def print_grid(out: dict) -> None:
@@ -205,11 +214,12 @@ def print_grid(out: dict) -> None:
           f"{s['machine']}")
     if s["data"] == "fixtures":
         print("NOTE: the fast profile on the test fixtures: this tests the benchmark, not the engine.")
-    _line("wall time (process, start-up and data prep included)", fmt(out["wall_s"], "s"),
+    _line(f"wall time ({fmt(out['wall_s'], 'min')}; process, start-up and data prep included)", fmt(out["wall_s"], "s"),
           "<= 30 min" if out["what"] == "reference grid" and s["profile"] == "reference" else "",
           out.get("target_met"))
     for r in out["per_run"]:
-        print(f"    {r['dataset']:15s} seed {r['seed']}  train {fmt(r['train_time_s'], 's'):>10s}  in-run wall "
+        method = "full" if r["adapter_size"] is None else f"adapter{r['adapter_size']}"
+        print(f"    {r['task']} {method:10s} {r['dataset']:15s} seed {r['seed']}  train {fmt(r['train_time_s'], 's'):>10s}  in-run wall "
               f"{fmt(r['wall_time_s'], 's'):>10s}  macro-F1 {fmt(r['f1_macro'], 'frac')}  ({r['precision']})")
 
 

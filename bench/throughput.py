@@ -57,7 +57,7 @@ def settings_from_args(args) -> dict:
         "precision": precision, "bf16_cpu": cpu_supports_bf16(),
         "eval_repeats": args.eval_repeats if args.eval_repeats is not None else (1 if quick else 2),
         "threads": args.threads or os.cpu_count(),
-        "repeats": args.repeats or (1 if quick else 2 if args.whole_run else 3),
+        "repeats": args.repeats or (1 if quick else 3),
         "seed": args.seed, "matmul_size": args.matmul_size or (256 if quick else 2048),
         "seq128": not args.no_seq128, "seq128_batch_size": args.seq128_batch_size or (8 if quick else 32),
         "seq128_steps": args.seq128_steps or (4 if quick else 3),
@@ -171,22 +171,24 @@ def run_throughput(s: dict, work: Path) -> dict:
 
 def run_whole(s: dict, work: Path, other: str = "trainer_bf16_gbl") -> dict:
     """One whole run per fresh process (train 1 epoch + one final evaluation), ours vs `other`, alternated.
-    Each side keeps its results folder across repeats (the run folder is removed): the engine's tokenization
-    cache is cold in the first repeat and warm after, as in a grid."""
+    Repeat k uses seed + k on both sides and a fresh results folder (as a user's first run: the engine's
+    tokenization cache is cold), so the F1s also compare the two over seeds."""
     s = {**s, "dataset": s["datasets"][0]}
     job = {"model": s["model"], "dataset": s["dataset"], "batch_size": s["batch_size"], "lr": s["lr"],
-           "max_length": s["max_length"], "seed": s["seed"], "threads": s["threads"], "precision": s["precision"],
+           "max_length": s["max_length"], "threads": s["threads"], "precision": s["precision"],
            "data_dir": s["data_dir"], "max_steps": None}
     (work / "logs").mkdir(parents=True, exist_ok=True)
     runs = {"ours": [], other: []}
     for rep in range(s["repeats"]):
         for side in (list(runs) if rep % 2 == 0 else list(runs)[::-1]):
-            r = timed_whole_run(side, {**job, "results_dir": str(work / "results" / side)},
+            r = timed_whole_run(side, {**job, "seed": s["seed"] + rep,
+                                       "results_dir": str(work / "results" / f"{side}-{rep}")},
                                 work / "logs" / f"whole-{side}-{rep}.log")
             runs[side].append(r)
-            print(f"  rep {rep + 1}/{s['repeats']} {SIDES[side][0]:17s} {r['precision']:>5s}  wall {r['wall_s']:7.1f} s  "
-                  f"train {r['train_time_s']:7.1f} s  data prep {r['data_prep_s']:5.1f} s  macro-F1 {r['f1_macro']:.4f}",
-                  flush=True)
+            print(f"  rep {rep + 1}/{s['repeats']} seed {s['seed'] + rep} {SIDES[side][0]:17s} {r['precision']:>5s}  "
+                  f"wall {r['wall_s']:7.1f} s  train {r['train_time_s']:7.1f} s  data prep {r['data_prep_s']:5.1f} s  "
+                  f"macro-F1 {r['f1_macro']:.4f}", flush=True)
+            shutil.rmtree(work / "results" / f"{side}-{rep}", ignore_errors=True)
     return report.summarize_whole_runs(s, runs)
 
 
@@ -195,17 +197,22 @@ import json, sys
 from studykit.profiles import study_configs
 from studykit.training import run_grid
 a = json.loads(sys.argv[1])
-run_grid(study_configs(a["task"], a["profile"], models=a["models"], datasets=a["datasets"], seeds=a["seeds"],
-                       results_dir=a["results_dir"], precision=a["precision"]), stop_on_error=True)
+configs = [c for task in a["tasks"]
+           for c in study_configs(task, a["profile"], models=a["models"], datasets=a["datasets"], seeds=a["seeds"],
+                                  results_dir=a["results_dir"], precision=a["precision"])]
+run_grid(configs, stop_on_error=True)
 """
 
 
 def run_grid_timed(s: dict, work: Path, cell: bool) -> dict:
-    """The reference grid (or one cell of it: restaurant, seed 1) in one fresh process, through the public
-    `study_configs` + `run_grid`, at the stated precision; its wall time, start-up and data prep included."""
+    """The reference grid (task2 and task3: full fine-tuning and adapters) or one cell of it (task2,
+    restaurant, seed 1), in one fresh process through the public `study_configs` + `run_grid`, at the stated
+    precision; its wall time, start-up and data prep included. --quick: the fast profile, restaurant, seed 1."""
     profile = "fast" if s["data"] == "fixtures" else "reference"
-    spec = {"task": "task2", "profile": profile, "models": ["tiny-bert"] if profile == "fast" else None,
-            "datasets": ["restaurant_sup"] if cell else None, "seeds": [1] if cell or profile == "fast" else None,
+    quick = profile == "fast"
+    spec = {"tasks": ["task2"] if cell else ["task2", "task3"], "profile": profile,
+            "models": ["tiny-bert"] if cell and quick else None,  # the reference profile has one model
+            "datasets": ["restaurant_sup"] if cell or quick else None, "seeds": [1] if cell or quick else None,
             "results_dir": str(work / "results"), "precision": s["precision"]}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PROGRESS": "text"}
     log = work / "grid.log"
@@ -220,7 +227,8 @@ def run_grid_timed(s: dict, work: Path, cell: bool) -> dict:
     per_run = []
     for summary_path in sorted((work / "results").rglob("summary.json")):
         summary, config = (json.loads((summary_path.parent / f).read_text()) for f in ("summary.json", "config.json"))
-        per_run.append({"dataset": config["dataset"], "seed": config["seed"], "precision": summary["precision"],
+        per_run.append({"task": config["task"], "dataset": config["dataset"], "seed": config["seed"],
+                        "adapter_size": config.get("adapter_size"), "precision": summary["precision"],
                         **{k: summary.get(k) for k in ("train_time_s", "wall_time_s", "f1_macro", "accuracy")}})
     settings = {k: s[k] for k in ("precision", "data", "machine")}  # the profile sets everything else
     out = {"what": "reference cell" if cell else "reference grid", "settings": {**settings, "profile": profile},
@@ -279,7 +287,7 @@ def main(argv=None):
                    help="size of the random training subsample (default 256; 0: one mega-batch of the full dataset)")
     p.add_argument("--eval-examples", type=int, help="test examples of each timed training run (default 16)")
     p.add_argument("--eval-repeats", type=int, help="full-test evaluation passes per side (default 2)")
-    p.add_argument("--repeats", type=int, help="repeats of every side (default 3; --whole-run 2)")
+    p.add_argument("--repeats", type=int, help="repeats of every side (default 3; --whole-run: seeds seed..seed+2)")
     p.add_argument("--threads", type=int, help="torch threads on every side (default: the machine's cores)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--matmul-size", type=int, help="n of the n x n matmul probes (default 2048)")

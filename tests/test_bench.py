@@ -112,7 +112,9 @@ def test_quick_whole_run_times_both_processes(tmp_path):
         assert 0 <= run["f1_macro"] <= 1
     assert out["whole_run_ratio"] == pytest.approx(out["runs"]["trainer_bf16_gbl"][0]["wall_s"]
                                                    / out["runs"]["ours"][0]["wall_s"])
-    assert ">= 1.20x" in stdout
+    assert ">= 1.20x" in stdout and "macro-F1 over seeds" in stdout
+    assert out["f1_macro_diff"] == pytest.approx(out["runs"]["ours"][0]["f1_macro"]
+                                                 - out["runs"]["trainer_bf16_gbl"][0]["f1_macro"])
 
 
 @pytest.mark.timeout(600)
@@ -122,6 +124,14 @@ def test_quick_reference_cell_is_one_whole_run(tmp_path):
     (run,) = out["per_run"]
     assert run["precision"] == "no" or run["precision"] == "fp32"  # the engine records Accelerate's name
     assert out["wall_s"] > run["wall_time_s"] > run["train_time_s"] > 0
+
+
+@pytest.mark.timeout(600)
+def test_quick_reference_grid_runs_both_tasks(tmp_path):
+    stdout, out = run_quick(tmp_path, "--reference-grid")
+    assert {r["task"] for r in out["per_run"]} == {"task2", "task3"}  # full fine-tuning and adapters
+    assert any(r["adapter_size"] for r in out["per_run"]) and out["runs"] == len(out["per_run"]) >= 2
+    assert out["wall_s"] > sum(r["wall_time_s"] for r in out["per_run"])
 
 
 @pytest.mark.timeout(600)
