@@ -7,7 +7,7 @@
     python bench/throughput.py --quick ...        # tiny model on the test fixtures (the tests use it)
 
 The parts: `measure.py` (FLOPs, matmul peaks per precision, MFU, the step profile), `sides.py` (the sides,
-each in its own process, and the data subsets), `report.py` (medians, ratios, targets, the results file).
+each in its own process; `subsets.py` writes their data), `report.py` (medians, ratios, targets, the results file).
 Every mode writes its whole output to bench/results/<date>_<what>.txt (`--out`; not in --quick mode unless
 given) and ends with one JSON line. bench/README.md describes the method.
 """
@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from bench import report  # noqa: E402
-from bench.measure import (count_train_flops, matmul_peak, matmul_sustained, megabatch_steps,  # noqa: E402,F401
-                           profile_step, ratio)
-from bench.sides import SIDES, Worker, labels_of, timed_whole_run, write_subset  # noqa: E402,F401
+from bench.measure import matmul_peak, matmul_sustained, megabatch_steps, profile_step, ratio  # noqa: E402
+from bench.sides import SIDES, Worker, labels_of, timed_whole_run  # noqa: E402
+from bench.subsets import write_subset  # noqa: E402
 from studykit.hardware import cpu_name, cpu_supports_bf16  # noqa: E402
 
 REAL_DATA = Path(os.environ.get("REAL_DATA_DIR", ROOT.parent / "shared" / "data"))

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "throughput.py"
 sys.path.insert(0, str(ROOT))
 
-from bench import measure, report, sides  # noqa: E402
+from bench import measure, report, sides, subsets  # noqa: E402
 from studykit.hardware import cpu_supports_bf16  # noqa: E402
 
 
@@ -49,13 +49,13 @@ def test_padding_fraction():
 def test_subset_gives_the_requested_training_examples(tmp_path, fixture_data):
     from studykit.data import get_dataset
     for name in ("restaurant_sup", "agnews_sup", "acl_sup"):
-        data_dir = sides.write_subset(Path(fixture_data), tmp_path / name, name, n_train=24, n_eval=8)
+        data_dir = subsets.write_subset(Path(fixture_data), tmp_path / name, name, n_train=24, n_eval=8)
         ds = get_dataset(name, "[SEP]", data_dir)
         assert len(ds["train"]) == 24, name
         if name != "agnews_sup":  # agnews' test part is its 9:1 split of the same file
             assert len(ds["test"]) == 8
     with pytest.raises(ValueError, match="restaurant_sup"):
-        sides.write_subset(Path(fixture_data), tmp_path, "nope_sup", 1, 1)
+        subsets.write_subset(Path(fixture_data), tmp_path, "nope_sup", 1, 1)
 
 
 def test_engine_name_shim_matches_the_engine(tmp_path, fixture_data):
