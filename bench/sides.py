@@ -280,6 +280,7 @@ def whole_run(side: str, job: dict) -> dict:
                 "train_time_s": summary["train_time_s"], "data_prep_s": summary["data_prep_s"],
                 "in_run_wall_s": time.perf_counter() - t, "steps": summary["steps"]}
     from accelerate.utils import set_seed
+    from transformers import DataCollatorWithPadding, Trainer
     set_seed(job["seed"])
     model, tokenizer, encoded = _trainer_data(job)
     data_prep_s = time.perf_counter() - t
