@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import platform
 
-__all__ = ["cpu_name", "describe_hardware"]
+__all__ = ["cpu_name", "cpu_supports_bf16", "describe_hardware"]
 
 
 def cpu_name() -> str:
@@ -17,6 +17,20 @@ def cpu_name() -> str:
             return next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (AVX-512 BF16 or AMX tiles), by torch's own checks.
+
+    Without one of them oneDNN emulates bf16 in fp32, which is slower than plain fp32; so False there.
+    The `torch.cpu._is_*` probes are private but are what torch itself uses; a torch without them says False.
+    """
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 def describe_hardware() -> str:

@@ -1,6 +1,6 @@
-"""Smoke test of bench/throughput.py (tiny model, fixtures, --quick): it runs end to end and its last line is
-the JSON summary with the documented keys. Not a timing test: the figures themselves are not checked."""
-import importlib.util
+"""bench/: the FLOP formula, the data subsets, the engine-name shim, the matmul probes, and each mode of
+bench/throughput.py end to end on --quick (tiny model, fixtures). Not timing tests: figures are not checked
+against targets, only that they were measured and reported."""
 import json
 import subprocess
 import sys
@@ -10,58 +10,133 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "throughput.py"
+sys.path.insert(0, str(ROOT))
+
+from bench import measure, report, sides, subsets  # noqa: E402
+from studykit.hardware import cpu_supports_bf16  # noqa: E402
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("throughput", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_quick(tmp_path, *args):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--work-dir", str(tmp_path / "work"),
+                           *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    return done.stdout, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_flop_count_follows_the_formula(tmp_path):
     from studykit.modeling import load_model_and_tokenizer
-    bench = load_bench()
     model, _ = load_model_and_tokenizer("tiny-bert", 3, tmp_path)
     encoder = sum(p.numel() for p in model.bert.encoder.parameters())
     head = sum(p.numel() for p in model.bert.pooler.parameters()) + sum(p.numel() for p in model.classifier.parameters())
     L, d = model.config.num_hidden_layers, model.config.hidden_size
     expected = 6 * encoder * (10 + 20) + 6 * head * 2 + 12 * L * d * (10 ** 2 + 20 ** 2)
-    assert bench.count_train_flops(model, [10, 20]) == expected
+    assert measure.count_train_flops(model, [10, 20]) == expected
+
+
+def test_matmul_probes_per_precision():
+    assert measure.matmul_peak("fp32", n=64, repeats=2) > 0
+    assert measure.matmul_peak("bf16", n=64, repeats=2) > 0
+    assert measure.matmul_sustained("fp32", n=64, seconds=0.05) > 0
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        measure.matmul_peak("fp16", n=64)
+
+
+def test_padding_fraction():
+    assert measure.padding_fraction([2, 4, 4, 4], [0, 1, 2, 3], batch_size=2) == pytest.approx(2 / 16)
+    assert measure.padding_fraction([2, 4, 4, 2], [1, 2, 0, 3], batch_size=2) == 0
 
 
 def test_subset_gives_the_requested_training_examples(tmp_path, fixture_data):
     from studykit.data import get_dataset
-    bench = load_bench()
     for name in ("restaurant_sup", "agnews_sup", "acl_sup"):
-        data_dir = bench.write_subset(Path(fixture_data), tmp_path / name, name, n_train=24, n_eval=8)
+        data_dir = subsets.write_subset(Path(fixture_data), tmp_path / name, name, n_train=24, n_eval=8)
         ds = get_dataset(name, "[SEP]", data_dir)
         assert len(ds["train"]) == 24, name
         if name != "agnews_sup":  # agnews' test part is its 9:1 split of the same file
             assert len(ds["test"]) == 8
+    with pytest.raises(ValueError, match="restaurant_sup"):
+        subsets.write_subset(Path(fixture_data), tmp_path, "nope_sup", 1, 1)
+
+
+def test_engine_name_shim_matches_the_engine(tmp_path, fixture_data):
+    """The bench's replay of the engine's sampler: same seed formula, same loaders, same labels."""
+    from studykit.data import get_dataset
+    from studykit.training import RunConfig
+    config = RunConfig("tiny-bert", "restaurant_sup", seed=3, data_dir=fixture_data, results_dir=str(tmp_path))
+    assert sides.sampler_seed(config, 2) == 3002
+    labels = sides.label_names(config)
+    assert len(labels) == len(set(get_dataset("restaurant_sup", "[SEP]", fixture_data)["train"]["label"]))
+
+
+def test_results_file_never_overwrites(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path)
+    first = report.default_out_path("x")
+    report.write_results(first, "# header\n", "body\n")
+    second = report.default_out_path("x")
+    assert second != first and second.name.endswith("_x_2.txt")
+    assert first.read_text() == "# header\nbody\n" and not list(tmp_path.glob("*.tmp"))
 
 
 @pytest.mark.timeout(600)
-def test_quick_benchmark_prints_the_json_line(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--threads", "1", "--work-dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ("ratio_vs_trainer", "ratio_vs_trainer_gbl", "mfu", "mfu_seq128", "matmul_peak_flops",
-                "data_prep_first_s", "data_prep_second_s", "peak_memory_bytes", "datasets", "settings"):
+def test_quick_throughput_reports_four_sides_and_two_mfus(tmp_path):
+    out_file = tmp_path / "throughput.txt"
+    stdout, out = run_quick(tmp_path, "--out", str(out_file))
+    for key in ("ratio_vs_trainer", "ratio_vs_trainer_gbl", "ratio_vs_trainer_bf16_gbl", "mfu_seq128", "mfu_real",
+                "matmul_peak_flops", "data_prep_first_s", "data_prep_second_s", "peak_memory_bytes", "settings"):
         assert key in out, key
-    assert out["matmul_peak_flops"] > 0 and out["ratio_vs_trainer"] > 0
-    row = out["datasets"]["restaurant_sup"]
-    for side in ("ours", "trainer", "trainer_gbl"):
-        assert row[side]["train_samples_per_s"] > 0 and row[side]["train_examples"] == row["ours"]["train_examples"]
-        assert row[side]["train_tokens"] == row["ours"]["train_tokens"]  # one epoch: the same examples everywhere
-        assert row[side]["padding_fraction"] is not None
+    assert [k for k in out if k.startswith("mfu")] == ["mfu_real", "mfu_seq128"]  # two MFU figures, no more
+    precision = out["precision_ours"]
+    assert precision == ("bf16" if cpu_supports_bf16() else "fp32")
+    peak = out["matmul_peak_flops"][precision]
+    assert out["mfu_real"] == pytest.approx(
+        report.geo_mean([row["ours"]["achieved_flops"] / peak for row in out["datasets"].values()]))
+    assert out["mfu_seq128"] == pytest.approx(out["seq128_achieved_flops"] / peak)
     assert out["seq128_full_length_fraction"] == 1.0  # the fixed-length runs really are all max_length
-    assert "mfu_seq128_dropout0" in out and row["ours"]["eval_samples_per_s"] > 0
-    for key in ("seq128", "seq128_dropout0"):  # steady state, and the bare loop beside it
-        assert out[f"mfu_{key}"] > 0 and out[f"bare_mfu_{key}"] > 0 and out[f"{key}_vs_bare_loop"] > 0
-        # paired with the sustained matmul speed of the same minutes, which never beats the best burst
-        assert out[f"mfu_{key}_paired"] > 0 and out[f"bare_mfu_{key}_paired"] > 0
-        assert out["targets_met"][f"mfu_{key}_paired"] == (out[f"mfu_{key}_paired"] >= 0.70)
-    assert 0 < out["matmul_sustained_flops_median"] <= out["matmul_peak_flops"] * 1.05
-    assert "MFU" in done.stdout and "target" in done.stdout
+    row = out["datasets"]["restaurant_sup"]
+    assert [row[s]["precision"] for s in sides.SIDES] == [precision, "fp32", "fp32", "bf16"]
+    for side in sides.SIDES:
+        assert row[side]["train_samples_per_s"] > 0 and row[side]["eval_samples_per_s"] > 0
+        assert row[side]["train_tokens"] == row["ours"]["train_tokens"]  # one epoch: the same examples everywhere
+    assert "MFU" in stdout and "target" in stdout and "Trainer bf16+gbl" in stdout
+    text = out_file.read_text()  # the script's own record: header, the whole output, the same JSON line
+    assert text.startswith("# python bench/throughput.py --quick") and "# commit " in text
+    assert json.loads(text.strip().splitlines()[-1]) == out
+
+
+@pytest.mark.timeout(600)
+def test_quick_whole_run_times_both_processes(tmp_path):
+    stdout, out = run_quick(tmp_path, "--whole-run")
+    assert out["other_side"] == "trainer_bf16_gbl" and out["sides"]["trainer_bf16_gbl"]["precision"] == "bf16"
+    for side, (run,) in out["runs"].items():
+        assert run["wall_s"] > run["in_run_wall_s"] > run["train_time_s"] > 0, side
+        assert 0 <= run["f1_macro"] <= 1
+    assert out["whole_run_ratio"] == pytest.approx(out["runs"]["trainer_bf16_gbl"][0]["wall_s"]
+                                                   / out["runs"]["ours"][0]["wall_s"])
+    assert ">= 1.20x" in stdout and "macro-F1 over seeds" in stdout
+    assert out["f1_macro_diff"] == pytest.approx(out["runs"]["ours"][0]["f1_macro"]
+                                                 - out["runs"]["trainer_bf16_gbl"][0]["f1_macro"])
+
+
+@pytest.mark.timeout(600)
+def test_quick_reference_cell_is_one_whole_run(tmp_path):
+    stdout, out = run_quick(tmp_path, "--reference-cell", "--precision", "fp32")
+    assert out["runs"] == 1 and out["datasets"] == ["restaurant_sup"]
+    (run,) = out["per_run"]
+    assert run["precision"] == "no" or run["precision"] == "fp32"  # the engine records Accelerate's name
+    assert out["wall_s"] > run["wall_time_s"] > run["train_time_s"] > 0
+
+
+@pytest.mark.timeout(600)
+def test_quick_reference_grid_runs_both_tasks(tmp_path):
+    stdout, out = run_quick(tmp_path, "--reference-grid")
+    assert {r["task"] for r in out["per_run"]} == {"task2", "task3"}  # full fine-tuning and adapters
+    assert any(r["adapter_size"] for r in out["per_run"]) and out["runs"] == len(out["per_run"]) >= 2
+    assert out["wall_s"] > sum(r["wall_time_s"] for r in out["per_run"])
+
+
+@pytest.mark.timeout(600)
+def test_quick_profile_step_prints_the_top_ops(tmp_path):
+    stdout, out = run_quick(tmp_path, "--profile-step")
+    assert "aten::" in stdout and "Self CPU" in stdout
+    assert set(out["phases_s"]) == {"forward", "backward", "clip + optimizer"}
+    assert out["step_s"] > 0 and out["mfu_step"] > 0
