@@ -175,7 +175,8 @@ def _read_text(path: Path) -> str:
 def _text(value, path, where, field) -> str:
     """A non-empty string field, or an error naming where it is (never the text "None")."""
     if not isinstance(value, str) or not value.strip():
-        got = "empty" if isinstance(value, str) else f"{json.dumps(value)} ({type(value).__name__})"
+        got = ("empty" if isinstance(value, str) else "null" if value is None
+               else f"{json.dumps(value)[:60]} (a {type(value).__name__})")
         raise DataError(f"{path}:{where}: {field!r} is {got}; expected a non-empty string")
     return value
 
@@ -261,7 +262,8 @@ def _read_agnews(path: Path) -> dict:
     previous_limit = csv.field_size_limit()
     csv.field_size_limit(max(previous_limit, min(len(text) + 1, 2**31 - 1)))
     try:
-        reader = csv.reader(io.StringIO(text, newline=""))
+        # strict: a stray or unclosed quote is an error here, not records silently merged into one field
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
         lineno = 1  # the physical line a record starts on (a quoted field may span lines)
         while True:
             try:
