@@ -54,7 +54,9 @@ DATASETS = {
         "train.txt/test.txt renamed to .jsonl)"),
     "agnews": DatasetSpec(
         "agnews", ("test.csv",), ("World", "Sports", "Business", "Sci/Tech"),
-        "AG News ag_news_csv/test.csv (torchtext's AG_NEWS test split, md5 d52ea96a97a2d943681189a97654912d)"),
+        "AG News ag_news_csv/test.csv (github.com/Shane-Neeley/CharCnn_Keras, data/ag_news_csv at commit "
+        "03836ce08fce38daac53e9b4255ef16e0b9f6303, not HEAD where test.csv is cut down; torchtext's AG_NEWS "
+        "test split, md5 d52ea96a97a2d943681189a97654912d)"),
 }
 DATASET_NAMES = tuple(f"{d}_{kind}" for d in DATASETS for kind in ("sup", "fs"))
 AGNEWS_HUB_ID = "fancyzhx/ag_news"
@@ -153,8 +155,8 @@ def _require(path: Path, name: str) -> Path:
             f"missing data file {path}. {name} expects {', '.join(spec.files)} in {path.parent}, "
             f"format: {FORMATS[name]}. {FETCH_HINT}; or get them from the public source: {spec.source}. "
             "Pass data_dir=... or set DATA_DIR to the folder that holds restaurant/, acl/ and agnews/."
-            + (f" To read the Hub copy {AGNEWS_HUB_ID!r} instead (its rows are in another order, so the "
-               f"9:1 split and the results differ), set {AGNEWS_FROM_HUB_ENV}=1." if name == "agnews" else ""))
+            + (f" To read the Hub copy {AGNEWS_HUB_ID!r} instead (another copy: its runs get another "
+               f"data fingerprint and are not compared with runs on the file), set {AGNEWS_FROM_HUB_ENV}=1." if name == "agnews" else ""))
     return path
 
 
