@@ -6,9 +6,13 @@
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import hashlib
+import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +21,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 __all__ = [
     "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED",
-    "DataError", "get_dataset", "resolve_data_dir", "dataset_files", "audit_dataset", "test_overlap_mask",
+    "DataError", "get_dataset", "resolve_data_dir", "dataset_files", "dataset_source", "data_fingerprint",
+    "audit_dataset", "test_overlap_mask", "AGNEWS_HUB_ID", "AGNEWS_FROM_HUB_ENV",
 ]
 
 AGNEWS_SPLIT_SEED = 2022   # the course's 9:1 split of the 7600-row AG News test set
@@ -49,11 +54,19 @@ DATASETS = {
         "train.txt/test.txt renamed to .jsonl)"),
     "agnews": DatasetSpec(
         "agnews", ("test.csv",), ("World", "Sports", "Business", "Sci/Tech"),
-        "AG News ag_news_csv/test.csv (torchtext's AG_NEWS test split, md5 d52ea96a97a2d943681189a97654912d) "
-        "or the Hub copy fancyzhx/ag_news"),
+        "AG News ag_news_csv/test.csv (github.com/Shane-Neeley/CharCnn_Keras, data/ag_news_csv at commit "
+        "03836ce08fce38daac53e9b4255ef16e0b9f6303, not HEAD where test.csv is cut down; torchtext's AG_NEWS "
+        "test split, md5 d52ea96a97a2d943681189a97654912d)"),
 }
 DATASET_NAMES = tuple(f"{d}_{kind}" for d in DATASETS for kind in ("sup", "fs"))
 AGNEWS_HUB_ID = "fancyzhx/ag_news"
+AGNEWS_FROM_HUB_ENV = "AGNEWS_FROM_HUB"  # set to 1 to read AG News from the Hub when test.csv is missing
+FORMATS = {
+    "restaurant": "one JSON object id -> {\"sentence\", \"term\", \"polarity\"} per file (Xu et al. 2019 ASC)",
+    "acl": "JSON Lines, one object {\"text\", \"label\", ...} per line",
+    "agnews": "the original ag_news_csv: no header, 3 quoted columns (class index 1-4, title, description)",
+}
+FETCH_HINT = "`python train.py fetch` downloads them (with the expected names) on a machine with network"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -66,6 +79,55 @@ def dataset_files(name: str, data_dir=None) -> list[Path]:
     spec = DATASETS[_split_name(name)[0]]
     root = resolve_data_dir(data_dir) / spec.folder
     return [root / f for f in spec.files]
+
+
+def _names(dataset) -> list[str]:
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    for name in names:
+        _split_name(name)
+    return names
+
+
+def _agnews_from_hub() -> bool:
+    return os.environ.get(AGNEWS_FROM_HUB_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def dataset_source(name, data_dir=None) -> dict:
+    """Where a dataset (a name or a list of names) comes from, for a run's summary: for each name its
+    files (path relative to the data folder and sha256 of the content), or the Hub id and revision."""
+    root = resolve_data_dir(data_dir)
+    sources = {}
+    for one in _names(name):
+        base = _split_name(one)[0]
+        paths = dataset_files(one, data_dir)
+        if base == "agnews" and not paths[0].is_file() and _agnews_from_hub():
+            sources[one] = {"hub": AGNEWS_HUB_ID, "revision": _agnews_hub_revision()}
+            continue
+        files = []
+        for path in paths:
+            _require(path, base)
+            files.append({"path": path.relative_to(root).as_posix(), "sha256": _sha256(path)})
+        sources[one] = {"files": files}
+    return sources
+
+
+def data_fingerprint(name, data_dir=None) -> str:
+    """A hash of the dataset name(s) and the content of their files (not their dates), which names the
+    run folders; a missing file (AG News from the Hub) counts as the word "missing"."""
+    digest = hashlib.sha256()
+    for one in _names(name):
+        digest.update(one.encode())
+        for path in dataset_files(one, data_dir):
+            digest.update(_sha256(path).encode() if path.is_file() else b"missing")
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _split_name(name: str) -> tuple[str, str]:
@@ -90,62 +152,141 @@ def _require(path: Path, name: str) -> Path:
     if not path.is_file():
         spec = DATASETS[name]
         raise DataError(
-            f"missing data file {path}. {name} expects {', '.join(spec.files)} in "
-            f"{path.parent} (source: {spec.source}). Pass data_dir=... or set DATA_DIR to the folder "
-            "that holds restaurant/, acl/ and agnews/.")
+            f"missing data file {path}. {name} expects {', '.join(spec.files)} in {path.parent}, "
+            f"format: {FORMATS[name]}. {FETCH_HINT}; or get them from the public source: {spec.source}. "
+            "Pass data_dir=... or set DATA_DIR to the folder that holds restaurant/, acl/ and agnews/."
+            + (f" To read the Hub copy {AGNEWS_HUB_ID!r} instead (another copy: its runs get another "
+               f"data fingerprint and are not compared with runs on the file), set {AGNEWS_FROM_HUB_ENV}=1." if name == "agnews" else ""))
     return path
+
+
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark; other bytes are an error naming
+    the line and byte offset."""
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = start + err.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{data[offset]:02x} at byte offset {offset}); "
+                        "expected UTF-8 text: re-save the file as UTF-8") from None
+
+
+def _text(value, path, where, field) -> str:
+    """A non-empty string field, or an error naming where it is (never the text "None")."""
+    if not isinstance(value, str) or not value.strip():
+        got = ("empty" if isinstance(value, str) else "null" if value is None
+               else f"{json.dumps(value)[:60]} (a {type(value).__name__})")
+        raise DataError(f"{path}:{where}: {field!r} is {got}; expected a non-empty string")
+    return value
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _top_level_items(text: str):
+    """(key, value, line) for each member of a valid JSON object, in file order, duplicates included
+    (json.loads keeps only the last of a duplicated key)."""
+    decoder = json.JSONDecoder()
+    pos = _WHITESPACE.match(text, 0).end() + 1  # past "{"
+    line, line_pos = 1, 0
+    while True:
+        pos = _WHITESPACE.match(text, pos).end()
+        if text[pos] == "}":
+            return
+        line += text.count("\n", line_pos, pos)
+        line_pos = pos
+        key, pos = json.decoder.scanstring(text, pos + 1)
+        pos = _WHITESPACE.match(text, pos).end() + 1  # past ":"
+        value, pos = decoder.raw_decode(text, _WHITESPACE.match(text, pos).end())
+        yield key, value, line
+        pos = _WHITESPACE.match(text, pos).end()
+        if text[pos] == ",":
+            pos += 1
 
 
 def _read_restaurant(path: Path, sep_token: str) -> dict:
     labels = DATASETS["restaurant"].labels
+    text = _read_text(path)
     try:
-        items = json.loads(path.read_text(encoding="utf-8"))
+        items = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: malformed JSON ({err.msg}); expected one object "
                         "id -> {sentence, term, polarity}") from None
     if not isinstance(items, dict):
-        raise DataError(f"{path}: expected a JSON object id -> {{sentence, term, polarity}}")
-    texts, ids = [], []
-    for key, item in items.items():
+        raise DataError(f"{path}:1: expected a JSON object id -> {{sentence, term, polarity}}, "
+                        f"got a {type(items).__name__}")
+    texts, ids, seen = [], [], {}
+    for key, item, line in _top_level_items(text):
+        where = f"{line}: item {key!r}"
+        if key in seen:
+            raise DataError(f"{path}:{line}: duplicate id {key!r}, first at {path}:{seen[key]}; "
+                            "every id must occur once")
+        seen[key] = line
+        if not isinstance(item, dict):
+            raise DataError(f"{path}:{where} is a {type(item).__name__} ({json.dumps(item)[:60]}); "
+                            "expected an object {sentence, term, polarity}")
         missing = {"sentence", "term", "polarity"} - set(item)
         if missing:
-            raise DataError(f"{path}: item {key!r} lacks {sorted(missing)}")
+            raise DataError(f"{path}:{where} lacks {sorted(missing)}")
+        sentence = _text(item["sentence"], path, where, "sentence")
+        term = _text(item["term"], path, where, "term")
         # The aspect term comes first so that truncation never cuts it off.
-        texts.append(f"{item['term']} {sep_token} {item['sentence']}")
-        ids.append(_label_id(item["polarity"], labels, path, f"item {key!r}"))
+        texts.append(f"{term} {sep_token} {sentence}")
+        ids.append(_label_id(item["polarity"], labels, path, where))
     return {"text": texts, "label": ids}
 
 
 def _read_acl(path: Path) -> dict:
     labels = DATASETS["acl"].labels
     texts, ids = [], []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text, label = row["text"], row["label"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise DataError(f"{path}:{lineno}: malformed line ({err!r}); expected a JSON object "
-                                "with 'text' and 'label'") from None
-            texts.append(text)
-            ids.append(_label_id(label, labels, path, lineno))
+    # Physical lines: split on "\n" only (str.splitlines would also split at U+2028 inside a string).
+    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, label = row["text"], row["label"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(f"{path}:{lineno}: malformed line ({err!r}); expected a JSON object "
+                            "with 'text' and 'label'") from None
+        texts.append(_text(text, path, lineno, "text"))
+        ids.append(_label_id(label, labels, path, lineno))
     return {"text": texts, "label": ids}
 
 
 def _read_agnews(path: Path) -> dict:
     texts, ids = [], []
-    with path.open(encoding="utf-8", newline="") as f:
-        for lineno, row in enumerate(csv.reader(f), 1):
-            if len(row) != 3:
-                raise DataError(f"{path}:{lineno}: expected 3 columns (class index 1-4, title, "
-                                f"description), got {len(row)}")
-            if row[0] not in {"1", "2", "3", "4"}:
-                raise DataError(f"{path}:{lineno}: unknown label {row[0]!r}; expected a class index 1-4")
-            # The original files escape newlines as a backslash; undo it so the tokenizer sees text.
-            texts.append(f"{row[1]} {row[2]}".replace("\\", " "))
-            ids.append(int(row[0]) - 1)
+    text = _read_text(path)
+    # A description may legitimately be long; no field can be longer than the file itself.
+    previous_limit = csv.field_size_limit()
+    csv.field_size_limit(max(previous_limit, min(len(text) + 1, 2**31 - 1)))
+    try:
+        # strict: a stray or unclosed quote is an error here, not records silently merged into one field
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        lineno = 1  # the physical line a record starts on (a quoted field may span lines)
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:
+                raise DataError(f"{path}:{lineno}: malformed CSV ({err}); expected {FORMATS['agnews']}") from None
+            if row:
+                if len(row) != 3:
+                    raise DataError(f"{path}:{lineno}: expected 3 columns (class index 1-4, title, "
+                                    f"description), got {len(row)}")
+                if row[0] not in {"1", "2", "3", "4"}:
+                    raise DataError(f"{path}:{lineno}: unknown label {row[0]!r}; expected a class index 1-4")
+                _text(f"{row[1]}{row[2]}", path, lineno, "title and description")
+                # The original files escape newlines as a backslash; undo it so the tokenizer sees text.
+                texts.append(f"{row[1]} {row[2]}".replace("\\", " "))
+                ids.append(int(row[0]) - 1)
+            lineno = reader.line_num + 1
+    finally:
+        csv.field_size_limit(previous_limit)
     return {"text": texts, "label": ids}
 
 
@@ -156,7 +297,15 @@ def _check_not_empty(ds: DatasetDict, where: str) -> DatasetDict:
     return ds
 
 
-def _load_agnews_hub() -> DatasetDict:  # pragma: no cover - needs the Hub
+def _agnews_hub_revision() -> str:  # pragma: no cover - needs the Hub
+    try:
+        from huggingface_hub import HfApi
+        return HfApi().dataset_info(AGNEWS_HUB_ID).sha or "unknown"
+    except Exception:  # offline: the cached copy's revision is not known here
+        return "unknown"
+
+
+def _load_agnews_hub() -> Dataset:  # pragma: no cover - needs the Hub
     hub = datasets.load_dataset(AGNEWS_HUB_ID, split="test")
     return hub.cast(_features(DATASETS["agnews"].labels))
 
@@ -169,13 +318,14 @@ def _load_supervised(base: str, sep_token: str, data_dir) -> DatasetDict:
         path = root / "test.csv"
         if path.is_file():
             full = Dataset.from_dict(_read_agnews(path), features=features)
-        else:
+        elif _agnews_from_hub():
             try:
                 full = _load_agnews_hub()
             except Exception as err:  # offline, or the Hub copy moved
-                raise DataError(f"missing data file {path}, and the Hub fallback {AGNEWS_HUB_ID!r} "
-                                f"failed ({err}). Put ag_news_csv/test.csv there (source: {spec.source}) "
-                                "or pass data_dir=... / set DATA_DIR.") from None
+                raise DataError(f"missing data file {path}; {AGNEWS_FROM_HUB_ENV}=1 asked for the Hub copy "
+                                f"{AGNEWS_HUB_ID!r}, which failed ({err}).") from None
+        else:
+            _require(path, base)
         if len(full) == 0:
             raise DataError(f"{path}: the file holds no rows")
         split = full.train_test_split(test_size=0.1, seed=AGNEWS_SPLIT_SEED)

@@ -110,9 +110,14 @@ def test_missing_file_names_the_file_and_where_to_get_it(data, base, file):
     assert DATASETS[base].source.split(" (")[0] in message and "DATA_DIR" in message
 
 
-def test_missing_agnews_fails_offline_with_a_message(data):
-    (data / "agnews" / "test.csv").unlink()  # the Hub fallback cannot work: tests run with HF_HUB_OFFLINE=1
-    with pytest.raises(DataError, match=r"missing data file .*test\.csv.*Hub fallback 'fancyzhx/ag_news'"):
+def test_missing_agnews_is_an_error_that_offers_the_hub_only_on_request(data, monkeypatch):
+    monkeypatch.delenv("AGNEWS_FROM_HUB", raising=False)
+    (data / "agnews" / "test.csv").unlink()
+    with pytest.raises(DataError, match=r"missing data file .*test\.csv.*python train\.py fetch.*"
+                                        r"'fancyzhx/ag_news' instead .*AGNEWS_FROM_HUB=1"):
+        get_dataset("agnews_sup", SEP, data)
+    monkeypatch.setenv("AGNEWS_FROM_HUB", "1")  # tests run with HF_HUB_OFFLINE=1: the opt-in fails, named
+    with pytest.raises(DataError, match=r"AGNEWS_FROM_HUB=1 asked for the Hub copy 'fancyzhx/ag_news', which failed"):
         get_dataset("agnews_sup", SEP, data)
 
 
@@ -156,7 +161,7 @@ def test_unknown_label_gives_file_line_and_the_valid_labels(data):
     key = next(iter(items))
     items[key]["polarity"] = "conflict"
     restaurant.write_text(json.dumps(items))
-    with pytest.raises(DataError, match=rf"{restaurant}:item '{key}': unknown label 'conflict'"):
+    with pytest.raises(DataError, match=rf"{restaurant}:\d+: item '{key}': unknown label 'conflict'"):
         get_dataset("restaurant_sup", SEP, data)
     agnews = data / "agnews" / "test.csv"
     _rewrite_line(agnews, 5, '"5","title","description"\n')
@@ -186,5 +191,5 @@ def test_a_restaurant_item_without_its_term_is_named(data):
     key = list(items)[4]
     del items[key]["term"]
     path.write_text(json.dumps(items))
-    with pytest.raises(DataError, match=rf"{path}: item '{key}' lacks \['term'\]"):
+    with pytest.raises(DataError, match=rf"{path}:\d+: item '{key}' lacks \['term'\]"):
         get_dataset("restaurant_sup", SEP, data)
