@@ -98,11 +98,11 @@ class RunConfig:
              "lora_rank and lora_alpha must be ints >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be None or >= 1"),
             (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size must be None or >= 1"),
+            # Whether it divides batch_size x processes is checked when the run starts (the process count
+            # is known there), and recorded as that run's failure, so a grid goes on.
             (self.per_device_batch_size is None or (is_int(self.per_device_batch_size)
-                                                    and self.per_device_batch_size >= 1
-                                                    and self.batch_size % self.per_device_batch_size == 0),
-             f"per_device_batch_size {self.per_device_batch_size!r} must be an int >= 1 dividing "
-             f"batch_size {self.batch_size}"),
+                                                    and self.per_device_batch_size >= 1),
+             f"per_device_batch_size must be None or an int >= 1, got {self.per_device_batch_size!r}"),
             (self.evals_per_epoch >= 1 and self.log_every >= 1, "evals_per_epoch and log_every must be >= 1"),
             (isinstance(self.task, str) and _TASK_NAME.fullmatch(self.task) is not None,
              f"task must be a plain name of letters, digits, '_' or '-' (it names a folder), got {self.task!r}"),
