@@ -184,7 +184,8 @@ def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_
 def overlap_effect(results: pd.DataFrame, dataset: str, data_dir=None) -> pd.DataFrame:
     """Per method, macro-F1 and accuracy on the whole test split and on the test examples whose text does
     not occur in the training split (read from each run's predictions.json), mean over seeds."""
-    labels = np.array(get_dataset(dataset, "[SEP]", data_dir)["test"]["label"])
+    test = get_dataset(dataset, "[SEP]", data_dir)["test"]
+    labels, classes = np.array(test["label"]), list(range(test.features["label"].num_classes))
     unseen = ~np.array(test_overlap_mask(dataset, "[SEP]", data_dir))
     rows = []
     for _, run in results[results["dataset"] == dataset].iterrows():
@@ -193,8 +194,10 @@ def overlap_effect(results: pd.DataFrame, dataset: str, data_dir=None) -> pd.Dat
             continue
         pred = np.array(json.loads(path.read_text()))
         rows.append({"method": run["method"], "seed": run["seed"],
-                     "f1_macro_all": f1_score(labels, pred, average="macro"),
-                     "f1_macro_unseen": f1_score(labels[unseen], pred[unseen], average="macro"),
+                     # over every class of the dataset, so both columns average over the same classes
+                     "f1_macro_all": f1_score(labels, pred, average="macro", labels=classes, zero_division=0),
+                     "f1_macro_unseen": f1_score(labels[unseen], pred[unseen], average="macro", labels=classes,
+                                                 zero_division=0),
                      "accuracy_all": accuracy_score(labels, pred),
                      "accuracy_unseen": accuracy_score(labels[unseen], pred[unseen])})
     if not rows:
