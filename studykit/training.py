@@ -255,17 +255,15 @@ def _check_max_length(config, model, tokenizer) -> None:
                          f"({min(limits)} tokens); set max_length <= {min(limits)}")
 
 
-def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, list, object]:
-    """Train and evaluate; returns (summary, metrics log, final test predictions, the trained model)."""
+def _model_and_data(config: RunConfig, accelerator: Accelerator):
+    """The model with its method applied, and the loaders; sets the accumulation steps on `accelerator`."""
     nproc = accelerator.num_processes
     per_device = config.per_device_batch_size or config.batch_size // nproc
     if per_device < 1 or config.batch_size % (per_device * nproc):
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of per-device batch "
                          f"{per_device} x {nproc} processes; choose per_device_batch_size accordingly")
     accelerator.gradient_accumulation_steps = config.batch_size // (per_device * nproc)
-
     set_seed(config.seed)  # before the model is built: the classifier head's init depends on it
-    t_prep = time.perf_counter()
     labels = label_names(config)
     model, tokenizer = _main_process_first(  # one process builds (or downloads) the model, the others read it
         accelerator, lambda: load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir,
@@ -274,9 +272,20 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
     model = method_for(config).apply(model)
     encoded = tokenize_dataset(config, tokenizer, accelerator)
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None
-    eval_batch_size = eval_batch_size_for(config, accelerator.device.type)
-    train_loader, test_loader, generator = build_loaders(config, encoded, tokenizer, per_device, pad_multiple,
-                                                         eval_batch_size)
+    loaders = build_loaders(config, encoded, tokenizer, per_device, pad_multiple,
+                            eval_batch_size_for(config, accelerator.device.type))
+    if accelerator.is_main_process:
+        print(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
+              f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, "
+              f"batch {config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
+              f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}", flush=True)
+    return model, labels, loaders
+
+
+def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, list, object]:
+    """Train and evaluate; returns (summary, metrics log, final test predictions, the trained model)."""
+    t_prep = time.perf_counter()
+    model, labels, (train_loader, test_loader, generator) = _model_and_data(config, accelerator)
     data_prep_s = time.perf_counter() - t_prep
 
     # Fused AdamW on CPU too: one kernel instead of a Python loop over every parameter tensor.
@@ -293,11 +302,6 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
     eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
     params = [p for p in model.parameters() if p.requires_grad]
 
-    if accelerator.is_main_process:
-        print(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
-              f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, {total_steps} steps, "
-              f"batch {config.batch_size} = {nproc} proc x {per_device} x {accum} accum, "
-              f"precision {accelerator.mixed_precision}, device {accelerator.device}", flush=True)
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     meter, log, step = SpeedMeter(accelerator.device), [], 0
@@ -355,10 +359,11 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
     summary = {
         **final, "status": "finished",
         "train_loss": next(r["loss"] for r in reversed(log) if r["split"] == "train"), "steps": step,
-        **meter.summary(accelerator), "eval_batch_size": eval_batch_size, "data_prep_s": data_prep_s,
+        **meter.summary(accelerator), "eval_batch_size": eval_batch_size_for(config, accelerator.device.type),
+        "data_prep_s": data_prep_s,
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "checkpoint_bytes": sum(p.numel() * p.element_size() for p in params),
-        "num_labels": len(labels), "num_processes": nproc, "gradient_accumulation": accum,
+        "num_labels": len(labels), "num_processes": accelerator.num_processes, "gradient_accumulation": accum,
         "precision": accelerator.mixed_precision, "hardware": _hardware(accelerator), "versions": _versions(),
         **_peak_memory(accelerator),
     }
