@@ -1,32 +1,67 @@
 """Run a study grid from the shell; the same code the notebooks call.
 
     python train.py task2 --profile fast                       # one process (CPU or one GPU)
+    python train.py task3 --profile reference --epochs 1 --seeds 1   # any RunConfig field overrides the profile
     accelerate launch --multi_gpu --num_processes 8 train.py task2 --profile full   # DDP, one run at a time
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py task2 --profile fast
 
-Finished runs are skipped, so the same command resumes an interrupted grid.
+Finished runs are skipped, so the same command resumes an interrupted grid. The options below are
+derived from `RunConfig`'s fields (their help is the field's own).
 """
+from __future__ import annotations
+
 import argparse
+import dataclasses
+import sys
+from typing import Optional
 
+from accelerate import PartialState
+from transformers import HfArgumentParser
+
+from studykit.config import RunConfig
+from studykit.grid import run_grid
 from studykit.profiles import PROFILES, study_configs
-from studykit.training import run_grid
+
+_CHOSEN_BY_PROFILE = ("model_name", "dataset", "seed", "task")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=sorted(PROFILES))
-    parser.add_argument("--profile", default="fast", choices=["fast", "reference", "full"])
-    parser.add_argument("--models", nargs="+")
-    parser.add_argument("--datasets", nargs="+")
-    parser.add_argument("--seeds", nargs="+", type=int)
-    parser.add_argument("--data-dir")
-    parser.add_argument("--results-dir")
-    parser.add_argument("--retry-failed", action="store_true", help="run failed runs again")
-    args = parser.parse_args()
-    configs = study_configs(args.task, args.profile, models=args.models, datasets=args.datasets,
-                            seeds=args.seeds, data_dir=args.data_dir, results_dir=args.results_dir)
-    table = run_grid(configs, retry_failed=args.retry_failed)
-    from accelerate import PartialState
+@dataclasses.dataclass
+class Study:
+    task: str = dataclasses.field(metadata={"help": "which study", "choices": sorted(PROFILES)})
+    profile: str = dataclasses.field(default="fast", metadata={"help": "fast (default) | reference | full",
+                                                               "choices": ["fast", "reference", "full"]})
+    models: Optional[list[str]] = dataclasses.field(default=None, metadata={"help": "models (default: the profile's)"})
+    datasets: Optional[list[str]] = dataclasses.field(default=None, metadata={"help": "datasets (default: the profile's)"})
+    seeds: Optional[list[int]] = dataclasses.field(default=None, metadata={"help": "seeds (default: the profile's)"})
+    retry_failed: bool = dataclasses.field(default=False, metadata={"help": "run failed runs again"})
+
+
+def _optional(kind):
+    """The field's type as an optional override (None: the profile's value)."""
+    kind = eval(kind, vars(__import__("builtins"))) if isinstance(kind, str) else kind  # `from __future__` strings
+    args = getattr(kind, "__args__", None)
+    base = next(a for a in args if a is not type(None)) if args else kind
+    return Optional[base]
+
+
+# Every RunConfig field the profile does not choose, as an override defaulting to None (the profile's value).
+Overrides = dataclasses.make_dataclass("Overrides", [
+    (f.name, _optional(f.type), dataclasses.field(
+        default=None, metadata={"help": f"{f.metadata['help']} (RunConfig default: {f.default!r})"
+                                if f.default is not dataclasses.MISSING else f.metadata["help"]}))
+    for f in dataclasses.fields(RunConfig) if f.name not in _CHOSEN_BY_PROFILE])
+
+
+def main(argv=None):
+    parser = HfArgumentParser((Study, Overrides), description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--task", *argv]  # the task as the first word, as before: `train.py task2 ...`
+    study, overrides = parser.parse_args_into_dataclasses(args=argv)
+    configs = study_configs(study.task, study.profile, models=study.models, datasets=study.datasets,
+                            seeds=study.seeds, **dataclasses.asdict(overrides))
+    table = run_grid(configs, retry_failed=study.retry_failed)
     if PartialState().is_main_process:
         print(table[["dataset", "model_name", "seed", "status", "accuracy", "f1_macro"]].to_string())
     PartialState().destroy_process_group()  # avoids a rare gloo hang at exit

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
 __all__ = ["MODEL_ALIASES", "resolve_model", "load_model_and_tokenizer", "build_tiny_model", "safe_name"]
 
@@ -38,9 +39,6 @@ def safe_name(name: str) -> str:
 
 
 def _tiny_tokenizer(kind: str):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     if kind == "bert":
         specials = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
                         mask_token="[MASK]")

@@ -8,54 +8,64 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
-from pathlib import Path
+import platform
 
+import torch
+
+from .config import RunConfig
+from .data import resolve_data_dir
 from .hardware import cpu_name
-from .training import RunConfig
 
-__all__ = ["PROFILES", "from_env", "study_configs", "describe_setup"]
+__all__ = ["PROFILES", "FIXTURE_DATA_DIR", "from_env", "study_configs", "describe_setup"]
 
-FIXTURE_DATA = str(Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "data")
+# The fast profile's data: the small fixture datasets of this repository, as a path relative to where the
+# notebooks and train.py run (the repository root). Callers elsewhere set FIXTURE_DATA_DIR or pass data_dir.
+FIXTURE_DATA_DIR = "tests/fixtures/data"
 ALL_DATASETS = ["restaurant_sup", "acl_sup", "agnews_sup"]
 
-# Per-dataset hyper-parameters. "*" applies to every dataset, then the dataset's own entry.
+
+def _each(common: dict, **by_dataset) -> dict:
+    """One variant per dataset: `common`, updated by that dataset's own settings."""
+    return {d: [dict(common, **by_dataset.get(d, {}))] for d in ALL_DATASETS}
+
+
+def _with(runs: dict, *changes: dict) -> dict:
+    """Every dataset's variant once per entry of `changes` (each a dict of RunConfig settings)."""
+    return {d: [dict(v, **c) for v in variants for c in changes] for d, variants in runs.items()}
+
+
+# A random tiny model needs a large learning rate and many passes over 96 examples.
+_FAST = _each(dict(epochs=8, batch_size=16, learning_rate=3e-3, num_threads=1))
+# The real MiniLM on a 2-core CPU: 5e-5 (1e-5 under-trains a 22M model in this budget); acl gets batch 16 and
+# more epochs, or its 1688 examples give too few steps to learn; three evaluations per epoch for the curves.
+_REFERENCE = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=3),
+                   restaurant_sup=dict(epochs=3), acl_sup=dict(epochs=5, batch_size=16), agnews_sup=dict(epochs=2))
+_REPORT = dict(epochs=4, batch_size=64, learning_rate=1e-5)  # the seed report's settings
+
+# Each profile: models, seeds, data and, per dataset, the list of run settings (RunConfig keywords).
 PROFILES = {
     "task2": {
-        "fast": dict(models=["tiny-bert", "tiny-roberta"], datasets=ALL_DATASETS, seeds=[1, 2],
-                     data_dir=FIXTURE_DATA,
-                     # a random tiny model needs a large learning rate and many passes over 96 examples
-                     hparams={"*": dict(epochs=8, batch_size=16, learning_rate=3e-3, num_threads=1)}),
-        "reference": dict(
-            models=["all-minilm-l6-v2"], datasets=ALL_DATASETS, seeds=[1, 2, 3], data_dir=None,
-            # 5e-5 as the stock Trainer run that reached macro-F1 0.64/0.92 here; 1e-5 under-trains a 22M
-            # model in this budget. Epochs are sized so the whole grid fits about two CPU hours. acl gets
-            # batch 16 and more epochs: at batch 64 its 1688 examples give too few steps (108) to learn.
-            # Three evaluations per epoch: curves with several points, at a third of the cost of training.
-            hparams={"*": dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=3),
-                     "restaurant_sup": dict(epochs=3),
-                     "acl_sup": dict(epochs=5, batch_size=16),
-                     "agnews_sup": dict(epochs=2)}),
+        "fast": dict(models=["tiny-bert", "tiny-roberta"], seeds=[1, 2], data_dir="fixtures", runs=_FAST),
+        "reference": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3], data_dir=None, runs=_REFERENCE),
         "full": dict(models=["roberta-base", "bert-base-uncased", "allenai/scibert_scivocab_uncased"],
-                     datasets=ALL_DATASETS, seeds=[1, 2, 3, 4, 5], data_dir=None,
-                     # the report's settings
-                     hparams={"*": dict(epochs=4, batch_size=64, learning_rate=1e-5),
-                              "agnews_sup": dict(epochs=5, learning_rate=2e-5)}),
+                     seeds=[1, 2, 3, 4, 5], data_dir=None,
+                     runs=_each(_REPORT, agnews_sup=dict(epochs=5, learning_rate=2e-5))),
     },
-}
-# Task 3: adapter runs of the roberta-family model, at the report's learning rates and at an adapter rate.
-PROFILES["task3"] = {
-    "fast": dict(PROFILES["task2"]["fast"], models=["tiny-roberta"], adapter_size=16,
-                 adapter_learning_rates=[1e-2]),
-    "reference": dict(PROFILES["task2"]["reference"], adapter_size=64,
-                      # adapters train ~3 % of the weights from a zero start: they need a larger step.
-                      # Only that rate here, for the CPU budget; the report's rate is in the full profile.
-                      adapter_learning_rates=[1e-3], report_learning_rate=False),
-    "full": dict(PROFILES["task2"]["full"], models=["roberta-base"], adapter_size=64,
-                 hparams={"*": dict(epochs=4, batch_size=64, learning_rate=1e-5),
-                          "agnews_sup": dict(epochs=6, learning_rate=5e-5)},
-                 # Houlsby et al. 2019 swept 3e-5..3e-3; Pfeiffer et al. 2021 use 1e-4: the middle of that
-                 adapter_learning_rates=[5e-4]),
+    # Task 3: adapter runs of a roberta-family model, at the report's learning rate and at an adapter rate
+    # (adapters train a few percent of the weights from a zero start and need a larger step).
+    "task3": {
+        "fast": dict(models=["tiny-roberta"], seeds=[1, 2], data_dir="fixtures",
+                     runs=_with(_FAST, dict(adapter_size=16), dict(adapter_size=16, learning_rate=1e-2))),
+        # only the adapter rate, for the CPU budget; the report's rate is in the full profile
+        "reference": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3], data_dir=None,
+                          runs=_with(_REFERENCE, dict(adapter_size=64, learning_rate=1e-3))),
+        # Houlsby et al. 2019 swept 3e-5..3e-3; Pfeiffer et al. 2021 use 1e-4: 5e-4 is the middle of that
+        "full": dict(models=["roberta-base"], seeds=[1, 2, 3, 4, 5], data_dir=None,
+                     runs=_with(_each(_REPORT, agnews_sup=dict(epochs=6, learning_rate=5e-5)),
+                                dict(adapter_size=64), dict(adapter_size=64, learning_rate=5e-4))),
+    },
 }
 
 
@@ -99,35 +109,26 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
     if profile not in PROFILES[task]:
         raise ValueError(f"unknown profile {profile!r}; valid: {sorted(PROFILES[task])}")
     spec = PROFILES[task][profile]
+    if data_dir is None and spec["data_dir"] == "fixtures":
+        data_dir = os.environ.get("FIXTURE_DATA_DIR", FIXTURE_DATA_DIR)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     configs = []
-    for dataset in datasets or spec["datasets"]:
-        hp = {**spec["hparams"].get("*", {}), **spec["hparams"].get(dataset, {}), **overrides}
-        variants = [dict(hp)]
-        if task == "task3":
-            hp.setdefault("adapter_size", spec["adapter_size"])
-            # the report's learning rate first, then the adapter-literature rate(s)
-            variants = [dict(hp, learning_rate=lr) for lr in spec["adapter_learning_rates"]
-                        if lr != hp["learning_rate"]]
-            if spec.get("report_learning_rate", True) or not variants:
-                variants.insert(0, dict(hp))
+    for dataset in datasets or list(spec["runs"]):
+        # an override can make two variants equal (e.g. one learning rate for both): each runs once
+        variants = list({json.dumps(v := {**variant, **overrides}, sort_keys=True): v
+                         for variant in spec["runs"][dataset]}.values())
         for model in models or spec["models"]:
             for variant in variants:
                 for seed in seeds or spec["seeds"]:
                     configs.append(RunConfig(
                         model_name=model, dataset=dataset, seed=seed, task=task,
-                        data_dir=data_dir or spec["data_dir"], results_dir=results_dir or f"results/{profile}",
+                        data_dir=data_dir, results_dir=results_dir or f"results/{profile}",
                         **variant))
     return configs
 
 
 def describe_setup(profile: str, configs: list[RunConfig]) -> str:
     """The first thing a reader sees: which profile, models, data and hardware produced this notebook."""
-    import platform
-
-    import torch
-
-    from .data import resolve_data_dir
     if torch.cuda.is_available():
         hardware = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
     else:

@@ -4,45 +4,61 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score
+
+from .data import get_dataset, test_overlap_mask
+from .runs import run_folders
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
-           "plot_curves", "run_label", "describe_ranking", "training_memory", "overlap_effect", "METRICS", "REPORT_CLAIMS", "describe_runs",
+           "plot_curves", "run_label", "method_columns", "describe_ranking", "overlap_effect", "METRICS", "REPORT_CLAIMS", "describe_runs",
            "check_claims"]
 
-METRICS = ("accuracy", "f1_macro", "f1_micro", "eval_loss")
+# Micro-F1 is left out of the tables: for single-label classification it equals accuracy (it stays in the
+# run summaries and metrics logs).
+METRICS = ("accuracy", "f1_macro", "eval_loss")
 
 
 def run_label(config: dict) -> str:
     """A short name for a run's method: the model, plus adapter size and learning rate for adapter runs."""
     name = Path(config["model_name"]).name if "/" in config["model_name"] and Path(config["model_name"]).exists() \
         else config["model_name"]
-    if config.get("adapter_size"):
+    kind = method_columns(config)
+    if kind["training_method"] == "adapter":
         return f"{name} adapter{config['adapter_size']} lr={config['learning_rate']:g}"
+    if kind["training_method"] == "lora":
+        return f"{name} lora{config['lora_rank']} lr={config['learning_rate']:g}"
     return f"{name} full lr={config['learning_rate']:g}"
 
 
-def _run_dirs(results_dir, task=None):
-    root = Path(results_dir)
-    pattern = f"{task}/*/*/*/seed*/config.json" if task else "*/*/*/*/seed*/config.json"
-    return sorted(p.parent for p in root.glob(pattern))
+def method_columns(config: dict) -> dict:
+    """A run's method as structured columns (read from its config, never from a label): `training_method`
+    (full, adapter or lora), `adapter_size` and `lora_rank` (None where they do not apply)."""
+    method = config.get("method") or ("adapter" if config.get("adapter_size") else "full")
+    return {"training_method": method, "adapter_size": config.get("adapter_size"),
+            "lora_rank": config.get("lora_rank", 8) if method == "lora" else None}
 
 
 def load_results(results_dir="results", task: str | None = None, include_failed: bool = False) -> pd.DataFrame:
-    """One row per finished run (config columns + summary columns); optionally failed runs too."""
+    """One row per finished run (config columns + summary columns); optionally failed runs too.
+
+    `method` is the run's display label (model, method, learning rate); `training_method`, `adapter_size`
+    and `lora_rank` say what the method is, for filtering without matching labels."""
     rows = []
-    for run in _run_dirs(results_dir, task):
-        config = json.loads((run / "config.json").read_text())
-        if (run / "summary.json").is_file():
-            outcome = json.loads((run / "summary.json").read_text())
-        elif include_failed and (run / "failed.json").is_file():
-            outcome = json.loads((run / "failed.json").read_text())
+    for folder in run_folders(results_dir, task):
+        if folder.is_done:
+            outcome = folder.summary()
+        elif include_failed and folder.failed is not None:
+            outcome = folder.failed
         else:
             continue  # started but never finished (e.g. killed): not a result
+        config = folder.config()
         outcome.pop("versions", None)
-        rows.append({**config, **outcome, "method": run_label(config), "run_dir": str(run)})
+        rows.append({**config, **outcome, **method_columns(config), "method": run_label(config),
+                     "run_dir": str(folder.path)})
     return pd.DataFrame(rows)
 
 
@@ -60,12 +76,12 @@ def describe_runs(results: pd.DataFrame) -> str:
 def load_metrics(results_dir="results", task: str | None = None) -> pd.DataFrame:
     """The metrics logs of all finished runs, long format, with the run's method, dataset and seed."""
     frames = []
-    for run in _run_dirs(results_dir, task):
-        if not (run / "summary.json").is_file():
+    for folder in run_folders(results_dir, task):
+        if not folder.is_done:
             continue
-        config = json.loads((run / "config.json").read_text())
-        log = pd.read_json(run / "metrics.jsonl", lines=True)
-        frames.append(log.assign(method=run_label(config), dataset=config["dataset"], seed=config["seed"],
+        config = folder.config()
+        log = pd.read_json(folder.metrics_path, lines=True)
+        frames.append(log.assign(method=run_label(config), **method_columns(config), dataset=config["dataset"], seed=config["seed"],
                                  task=config["task"], model_name=config["model_name"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -125,8 +141,6 @@ def paired_comparison(results: pd.DataFrame, method_a: str, method_b: str, metri
 def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "test", save_to=None,
                 title: str | None = None):
     """One panel per dataset: `metric` against epoch, one line per method, mean ± std band over seeds."""
-    import matplotlib.pyplot as plt
-
     data = metrics[metrics["split"] == split].dropna(subset=[metric])
     datasets = sorted(data["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
@@ -167,45 +181,11 @@ def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_
     return lines
 
 
-def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataFrame:
-    """Peak training memory per (dataset, method).
-
-    GPU runs: the runs' own `torch.cuda.max_memory_allocated`. CPU runs: one measured training step of the
-    same model, per-device batch and the dataset's typical length (`seq_len_by_dataset`), counting bytes of
-    parameters, gradients, optimizer state and the activations autograd saves (`measure_memory`).
-    """
-    from transformers import AutoConfig
-
-    from .data import DATASETS
-    from .memory import measure_memory
-    from .modeling import resolve_model
-    rows = []
-    for (dataset, method), part in results.groupby(["dataset", "method"]):
-        run = part.iloc[0]
-        if str(run.get("peak_memory_kind", "")).startswith("cuda"):
-            rows.append({"dataset": dataset, "method": method, "total": part["peak_memory_bytes"].mean(),
-                         "source": "cuda max allocated (runs)"})
-            continue
-        config = AutoConfig.from_pretrained(resolve_model(run["model_name"], Path(run["results_dir"]) / ".cache"))
-        config.num_labels = len(DATASETS[dataset.rsplit("_", 1)[0]].labels)
-        batch = int(run["batch_size"] // run["gradient_accumulation"] // run["num_processes"])
-        adapter = pd.notna(run["adapter_size"])  # None became NaN when frames were concatenated
-        measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]),
-                                  peft="adapter" if adapter else None,
-                                  bottleneck_size=int(run["adapter_size"]) if adapter else 64,
-                                  attn_implementation="sdpa")
-        rows.append({"dataset": dataset, "method": method, **measured,
-                     "source": f"measured step, batch {batch}, {int(seq_len_by_dataset[dataset])} tokens (CPU)"})
-    return pd.DataFrame(rows).set_index(["dataset", "method"])
-
-
 def overlap_effect(results: pd.DataFrame, dataset: str, data_dir=None) -> pd.DataFrame:
     """Per method, macro-F1 and accuracy on the whole test split and on the test examples whose text does
     not occur in the training split (read from each run's predictions.json), mean over seeds."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    from .data import get_dataset, test_overlap_mask
-    labels = np.array(get_dataset(dataset, "[SEP]", data_dir)["test"]["label"])
+    test = get_dataset(dataset, "[SEP]", data_dir)["test"]
+    labels, classes = np.array(test["label"]), list(range(test.features["label"].num_classes))
     unseen = ~np.array(test_overlap_mask(dataset, "[SEP]", data_dir))
     rows = []
     for _, run in results[results["dataset"] == dataset].iterrows():
@@ -214,8 +194,10 @@ def overlap_effect(results: pd.DataFrame, dataset: str, data_dir=None) -> pd.Dat
             continue
         pred = np.array(json.loads(path.read_text()))
         rows.append({"method": run["method"], "seed": run["seed"],
-                     "f1_macro_all": f1_score(labels, pred, average="macro"),
-                     "f1_macro_unseen": f1_score(labels[unseen], pred[unseen], average="macro"),
+                     # over every class of the dataset, so both columns average over the same classes
+                     "f1_macro_all": f1_score(labels, pred, average="macro", labels=classes, zero_division=0),
+                     "f1_macro_unseen": f1_score(labels[unseen], pred[unseen], average="macro", labels=classes,
+                                                 zero_division=0),
                      "accuracy_all": accuracy_score(labels, pred),
                      "accuracy_unseen": accuracy_score(labels[unseen], pred[unseen])})
     if not rows:
@@ -249,13 +231,26 @@ def _verdict(n: int, low: float, high: float, opposite: str) -> str:
     return "cannot decide (within seed noise)"
 
 
+def _is_adapter(runs: pd.DataFrame) -> pd.Series:
+    """Adapter runs, from the run's config columns (never its label)."""
+    if "training_method" in runs:
+        return runs["training_method"] == "adapter"
+    return runs["adapter_size"].notna()
+
+
+def _is_full(runs: pd.DataFrame) -> pd.Series:
+    if "training_method" in runs:
+        return runs["training_method"] == "full"
+    return runs["adapter_size"].isna()
+
+
 def _check_better(results, claim):
     part = results[results["dataset"] == claim["dataset"]]
     if part.empty:
         return [("not testable here", f"no runs on {claim['dataset']}")]
     rows = []
     for model, runs in part.groupby("model_name"):
-        is_adapter = runs["adapter_size"].notna()  # from the run's config, not its label
+        is_adapter = _is_adapter(runs)
         full = sorted(runs.loc[~is_adapter, "method"].unique())
         adapters = sorted(runs.loc[is_adapter, "method"].unique())
         if not full or not adapters:
@@ -275,7 +270,7 @@ def _check_best_model(results, claim):
     rows = []
     sign = 1 if claim.get("higher_is_better", True) else -1
     for dataset in claim["datasets"]:
-        part = results[(results["dataset"] == dataset) & results["adapter_size"].isna()]
+        part = results[(results["dataset"] == dataset) & _is_full(results)]
         models = sorted(part["model_name"].unique())
         if claim["model"] not in models or len(models) < 2:
             rows.append(("not testable here", f"{dataset}: needs {claim['model']} and at least one other model "

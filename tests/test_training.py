@@ -106,3 +106,36 @@ def test_evaluation_batch_changes_speed_not_results(tmp_path, fixture_data):
     assert training.eval_batch_size_for(default, "cuda") == 256
     with pytest.raises(ValueError, match="eval_batch_size"):
         _config(tmp_path, fixture_data, eval_batch_size=0)
+
+
+def test_macro_f1_averages_over_every_class_of_the_dataset():
+    """A test set (or subset) where a class never occurs still averages over all classes, like the full split."""
+    import torch
+    from types import SimpleNamespace
+    from accelerate import Accelerator
+
+    class Fixed(torch.nn.Module):  # predicts the true label: perfect on the classes present
+        def forward(self, input_ids, attention_mask):
+            return SimpleNamespace(logits=torch.nn.functional.one_hot(input_ids[:, 0], 3).float())
+    labels = torch.tensor([0, 1, 0, 1])
+    batch = {"input_ids": labels[:, None], "attention_mask": torch.ones(4, 1), "labels": labels,
+             "idx": torch.arange(4)}
+    metrics = training.evaluate(Fixed(), [batch], Accelerator(cpu=True), num_labels=3)
+    assert metrics["accuracy"] == 1.0 and metrics["f1_macro"] == pytest.approx(2 / 3)
+    assert metrics["predictions"] == [0, 1, 0, 1]
+
+
+def test_package_guards_posix_only_imports():
+    """`resource` does not exist on Windows: every import of it in the package sits in a try/except ImportError."""
+    import ast
+    from pathlib import Path
+
+    for path in (Path(training.__file__).parent).glob("*.py"):
+        tree = ast.parse(path.read_text())
+        guarded = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try)
+                   and any("ImportError" in ast.unparse(h.type or ast.Name("")) for h in t.handlers)
+                   for n in ast.walk(t)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(a.name == "resource" for a in node.names):
+                assert id(node) in guarded, f"{path.name}:{node.lineno} imports resource unguarded"
+    assert training.resource is not None  # here (Linux) the guard finds it: peak RSS is still measured

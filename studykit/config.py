@@ -1,0 +1,156 @@
+"""`RunConfig`: everything that defines one fine-tuning run, its validation and its hash.
+
+Each field carries a one-line `help` in its metadata (`python train.py --help` prints them) and says how
+it enters the configuration hash: `hash="always"` (default), `hash="never"` (seed, paths, speed knobs),
+or `hash="unless_default"` (fields added later: left out at their default, so older runs keep their hash).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data import DATASET_NAMES, DataError, dataset_files
+from .runs import RunFolder
+
+__all__ = ["RunConfig", "PRECISIONS", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+METHODS = ("full", "adapter", "lora")
+MIN_MAX_LENGTH = 8  # [CLS] text [SEP] text [SEP] needs a few tokens; fewer is certainly a typo
+_TASK_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _field(default, help: str, hash: str = "always"):
+    return dataclasses.field(default=default, metadata={"help": help, "hash": hash})
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one fine-tuning run. Defaults are the report's restaurant/acl setting."""
+    model_name: str = dataclasses.field(metadata={
+        "help": "hub id, local folder, or alias (tiny-bert, tiny-roberta, all-minilm-l6-v2)", "hash": "always"})
+    dataset: str = dataclasses.field(metadata={
+        "help": "dataset name, e.g. restaurant_sup (see studykit.data.DATASET_NAMES)", "hash": "always"})
+    seed: int = _field(1, "random seed (runs of one configuration differ only here)", "never")
+    epochs: int = _field(4, "passes over the training split")
+    batch_size: int = _field(64, "global batch: processes x per-device batch x accumulation steps")
+    learning_rate: float = _field(1e-5, "peak learning rate of AdamW")
+    warmup_ratio: float = _field(0.1, "linear warm-up over this fraction of the steps, then linear decay")
+    weight_decay: float = _field(0.01, "AdamW weight decay; never applied to biases and LayerNorm weights")
+    max_grad_norm: float = _field(1.0, "gradient clipping norm")
+    max_length: int = _field(128, "tokens per example; longer inputs are truncated")
+    evals_per_epoch: int = _field(4, "test-set evaluations per epoch (eval curves), plus one at the end")
+    log_every: int = _field(5, "optimizer steps between train-loss points (one host sync each)")
+    per_device_batch_size: int | None = _field(
+        None, "examples per device and micro-step; None: batch_size / processes; smaller: gradient accumulation")
+    eval_batch_size: int | None = _field(
+        None, "evaluation batch per device; None: 256 on a GPU, 32 on CPU", "never")
+    precision: str = _field("auto", "auto (bf16 on GPUs that support it, else fp16; fp32 on CPU), fp32, bf16, fp16")
+    group_by_length: bool = _field(True, "batches of similar length: less padding (the HF Trainer's sampler)")
+    adapter_size: int | None = _field(None, "Houlsby adapter bottleneck size; None: no adapters")
+    adapter_train_layer_norm: bool = _field(True, "adapter runs also train the LayerNorms (as adapter-bert)")
+    dropout: float | None = _field(None, "hidden/attention dropout; None: the model's own")
+    max_steps: int | None = _field(None, "cap on optimizer steps (smoke tests, benchmarks)")
+    task: str = _field("task2", "results sub-folder, a plain name such as task2 or task3")
+    data_dir: str | None = _field(None, "data folder; None: $DATA_DIR, else ./data", "never")
+    results_dir: str = _field("results", "where run folders are written", "never")
+    save_adapter: bool = _field(True, "adapter and LoRA runs save their trained weights in the run folder", "never")
+    num_threads: int | None = _field(None, "CPU threads for torch; None: torch's default", "never")
+    compile: bool = _field(False, "torch.compile the model (GPU; pays off for long runs only)", "never")
+    method: str | None = _field(
+        None, "full, adapter or lora; None: adapter when adapter_size is set, else full", "unless_default")
+    lora_rank: int = _field(8, "LoRA rank r (method=lora)", "unless_default")
+    lora_alpha: int = _field(16, "LoRA scaling alpha (method=lora)", "unless_default")
+
+    def __post_init__(self):
+        names = [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+        bad = [n for n in names if n not in DATASET_NAMES]
+        if bad:
+            raise DataError(f"unknown dataset {bad[0]!r}; valid names: {', '.join(DATASET_NAMES)}")
+        for message in self._problems():
+            raise ValueError(f"bad RunConfig for {self.model_name} / {self.dataset}: {message}")
+        if self.method == ("adapter" if self.adapter_size else "full"):
+            self.method = None  # the implied method: spelled out or not, one configuration and one hash
+
+    def _problems(self):
+        def is_int(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+        checks = [
+            (is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
+            (is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1"),
+            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1), e.g. 2e-5 (full) or 1e-4 (adapters)"),
+            (is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (is_int(self.max_length) and self.max_length >= MIN_MAX_LENGTH,
+             f"max_length must be an int >= {MIN_MAX_LENGTH}, got {self.max_length!r}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (self.adapter_size is None or (is_int(self.adapter_size) and self.adapter_size >= 1),
+             "adapter_size must be None or an int >= 1"),
+            (self.method is None or self.method in METHODS, f"method must be None or one of {METHODS}"),
+            (self.method not in ("full", "lora") or self.adapter_size is None,
+             f"adapter_size is set but method is {self.method!r}; drop one of them"),
+            (self.method != "adapter" or self.adapter_size is not None, "method='adapter' needs adapter_size"),
+            (is_int(self.lora_rank) and self.lora_rank >= 1 and is_int(self.lora_alpha) and self.lora_alpha >= 1,
+             "lora_rank and lora_alpha must be ints >= 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be None or >= 1"),
+            (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size must be None or >= 1"),
+            # Whether it divides batch_size x processes is checked when the run starts (the process count
+            # is known there), and recorded as that run's failure, so a grid goes on.
+            (self.per_device_batch_size is None or (is_int(self.per_device_batch_size)
+                                                    and self.per_device_batch_size >= 1),
+             f"per_device_batch_size must be None or an int >= 1, got {self.per_device_batch_size!r}"),
+            (self.evals_per_epoch >= 1 and self.log_every >= 1, "evals_per_epoch and log_every must be >= 1"),
+            (isinstance(self.task, str) and _TASK_NAME.fullmatch(self.task) is not None,
+             f"task must be a plain name of letters, digits, '_' or '-' (it names a folder), got {self.task!r}"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+    @property
+    def method_name(self) -> str:
+        """The training method: `method` if set, else adapter when `adapter_size` is set, else full."""
+        return self.method or ("adapter" if self.adapter_size else "full")
+
+    def config_hash(self) -> str:
+        """What identifies a configuration: every field that changes the result (see the module docstring),
+        plus the data files' content instead of their folder, so fixture and real data never share a folder."""
+        fields = {}
+        for f in dataclasses.fields(self):
+            value, rule = getattr(self, f.name), f.metadata.get("hash", "always")
+            if rule == "always" or (rule == "unless_default" and value != f.default):
+                fields[f.name] = value
+        fields["data"] = data_fingerprint(self.dataset, self.data_dir)
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def run_dir(self) -> Path:
+        """`results_dir/<task>/<dataset>/<model>/<config hash>/seed<seed>`: the run's folder."""
+        return RunFolder.for_config(self).path
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.results_dir) / ".cache"
+
+
+_FINGERPRINTS: dict = {}
+
+
+def data_fingerprint(dataset, data_dir) -> str:
+    """A digest of the dataset files' content (cached per path, size and mtime)."""
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode())
+        for path in dataset_files(name, data_dir):
+            if not path.is_file():  # e.g. agnews from the Hub
+                digest.update(b"missing")
+                continue
+            stat = path.stat()
+            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+            if key not in _FINGERPRINTS:
+                _FINGERPRINTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest.update(_FINGERPRINTS[key].encode())
+    return digest.hexdigest()

@@ -1,0 +1,74 @@
+"""Grids of runs: `run_grid` runs many configs in this process (or each across the processes of an
+`accelerate launch`), `launch_grid` starts that from a notebook. Both return one row per config."""
+from __future__ import annotations
+
+import socket
+import traceback
+
+import pandas as pd
+import torch
+from accelerate import PartialState, notebook_launcher
+
+from .runs import RunFolder, check_writable, grid_row
+from .training import progress_bar, train_run
+
+__all__ = ["run_grid", "launch_grid"]
+
+
+def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False) -> pd.DataFrame:
+    """Run every config not finished yet; a failing run is recorded in failed.json and the grid goes on.
+
+    Returns one row per config (pandas DataFrame) with its status and summary.
+    """
+    configs = list(configs)
+    # cpu=True where there is no GPU, as in train_run: a plain PartialState() would not join the process
+    # group on CPU, and each of N processes would silently train the whole grid alone.
+    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    for results_dir in dict.fromkeys(c.results_dir for c in configs):  # every process: all stop together
+        check_writable(results_dir)  # where no run could be recorded, stop before the first one
+    rows = []
+    for config in progress_bar(configs, desc="grid", disable=not is_main):
+        folder = RunFolder.for_config(config)
+        row, to_run = grid_row(config, folder, retry_failed)
+        if not to_run:
+            rows.append(row)
+            continue
+        try:
+            rows.append({**row, **train_run(config)})
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # recorded, so the morning shows why; the other runs go on
+            if stop_on_error:
+                raise
+            reason = {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                      "traceback": traceback.format_exc(limit=5)}
+            if isinstance(err, torch.OutOfMemoryError):
+                reason["error"] += (" -- set a smaller per_device_batch_size (gradient accumulation keeps "
+                                    "batch_size) or a smaller max_length")
+            if is_main:
+                folder.write_failed(reason)
+                print(f"run failed: {folder.path}: {reason['error']}", flush=True)
+            rows.append({**row, **reason})
+    return pd.DataFrame(rows)
+
+
+def _grid_worker(configs, retry_failed):
+    run_grid(configs, retry_failed=retry_failed)
+    state = PartialState()
+    state.wait_for_everyone()
+    # Tearing the process group down explicitly avoids a rare hang of gloo at interpreter exit.
+    state.destroy_process_group()
+
+
+def launch_grid(configs, num_processes: int = 1, retry_failed: bool = False) -> pd.DataFrame:
+    """Run a grid from a notebook: in this process, or in `num_processes` processes (Accelerate's
+    notebook_launcher; on CPU they talk over gloo). Returns the grid's status table, one row per config."""
+    configs = list(configs)
+    if num_processes <= 1:
+        return run_grid(configs, retry_failed=retry_failed)
+    with socket.socket() as s:  # a free port: Accelerate's fixed default 29500 clashes with other jobs on the node
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    notebook_launcher(_grid_worker, (configs, retry_failed), num_processes=num_processes, use_port=port)
+    # What the workers recorded, read back from the run folders (their return values do not come back).
+    return pd.DataFrame([grid_row(c, RunFolder.for_config(c), retry_failed=False)[0] for c in configs])

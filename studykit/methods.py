@@ -1,0 +1,97 @@
+"""Training methods as objects: full fine-tuning, our Houlsby adapters, and LoRA (peft).
+
+Each method is one small frozen config with the same three parts, kept apart as in peft:
+`apply(model)` injects its modules and sets which parameters train (its one trainable-parameter policy),
+`added_parameters(num_layers, hidden_size)` is its one parameter-count formula (training, results and the
+memory estimator all use it), and `save(model, path)` writes what the run learned (or nothing).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peft import LoraConfig, inject_adapter_in_model
+from safetensors.torch import save_file
+from torch import nn
+
+from .adapters import HEAD_NAMES, add_adapters, adapter_parameter_count, save_adapters
+
+__all__ = ["FullFineTuning", "HoulsbyAdapters", "LoRA", "method_for", "lora_parameter_count"]
+
+
+def _head_modules(model):
+    return [getattr(model, n) for n in HEAD_NAMES if isinstance(getattr(model, n, None), nn.Module)]
+
+
+@dataclass(frozen=True)
+class FullFineTuning:
+    """Every weight trains; nothing is added."""
+    name = "full"
+    weights_file = None
+
+    def apply(self, model):
+        model.requires_grad_(True)
+        return model
+
+    def added_parameters(self, num_layers: int, hidden_size: int) -> int:
+        return 0
+
+    def save(self, model, path) -> None:
+        raise ValueError("full fine-tuning saves no method weights")
+
+
+@dataclass(frozen=True)
+class HoulsbyAdapters:
+    """Two bottleneck adapters per layer; adapters, LayerNorms (optionally) and the head train."""
+    bottleneck_size: int = 64
+    train_layer_norm: bool = True
+    name = "adapter"
+    weights_file = "adapter.safetensors"
+
+    def apply(self, model):
+        return add_adapters(model, bottleneck_size=self.bottleneck_size, train_layer_norm=self.train_layer_norm)
+
+    def added_parameters(self, num_layers: int, hidden_size: int) -> int:
+        return adapter_parameter_count(num_layers, hidden_size, self.bottleneck_size)
+
+    def save(self, model, path) -> None:
+        save_adapters(model, path)
+
+
+def lora_parameter_count(num_layers: int, hidden_size: int, rank: int, targets: int = 2) -> int:
+    """Parameters LoRA adds: per adapted d x d projection, A (r x d) and B (d x r), no biases."""
+    return num_layers * targets * rank * 2 * hidden_size
+
+
+@dataclass(frozen=True)
+class LoRA:
+    """Low-rank updates of the attention query and value projections (peft); LoRA weights and head train."""
+    rank: int = 8
+    alpha: int = 16
+    target_modules: tuple = ("query", "value")
+    name = "lora"
+    weights_file = "lora.safetensors"
+
+    def apply(self, model):
+        config = LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=list(self.target_modules))
+        model = inject_adapter_in_model(config, model)  # in place; freezes everything but the LoRA weights
+        for head in _head_modules(model):
+            head.requires_grad_(True)  # a new task head must train (peft's modules_to_save does the same)
+        return model
+
+    def added_parameters(self, num_layers: int, hidden_size: int) -> int:
+        return lora_parameter_count(num_layers, hidden_size, self.rank, len(self.target_modules))
+
+    def save(self, model, path) -> None:
+        state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(state, str(path), metadata={"rank": str(self.rank), "alpha": str(self.alpha),
+                                              "target_modules": ",".join(self.target_modules)})
+
+
+def method_for(config):
+    """The method object a `RunConfig` describes."""
+    name = config.method_name
+    if name == "adapter":
+        return HoulsbyAdapters(config.adapter_size, config.adapter_train_layer_norm)
+    if name == "lora":
+        return LoRA(config.lora_rank, config.lora_alpha)
+    return FullFineTuning()

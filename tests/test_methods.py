@@ -1,0 +1,75 @@
+"""Methods as objects: each one's trainable-parameter policy agrees with its parameter formula."""
+import json
+
+import pytest
+
+from studykit.adapters import count_parameters
+from studykit.config import RunConfig
+from studykit.methods import FullFineTuning, HoulsbyAdapters, LoRA, lora_parameter_count, method_for
+from studykit.modeling import TINY_SHAPE, load_model_and_tokenizer
+from studykit.results import load_results
+from studykit.training import train_run
+
+LAYERS, HIDDEN = TINY_SHAPE["num_hidden_layers"], TINY_SHAPE["hidden_size"]
+
+
+def _model(tmp_path, kind="tiny-roberta"):
+    return load_model_and_tokenizer(kind, 3, tmp_path / "cache")[0]
+
+
+def _head(model):
+    return sum(p.numel() for p in model.classifier.parameters())
+
+
+def test_full_fine_tuning_trains_everything(tmp_path):
+    model = FullFineTuning().apply(_model(tmp_path))
+    counts = count_parameters(model)
+    assert counts["trainable"] == counts["total"] and FullFineTuning().added_parameters(LAYERS, HIDDEN) == 0
+
+
+@pytest.mark.parametrize("kind", ["tiny-bert", "tiny-roberta"])
+def test_lora_trains_its_low_rank_weights_and_the_head(tmp_path, kind):
+    base = _model(tmp_path, kind)
+    total_before = sum(p.numel() for p in base.parameters())
+    method = LoRA(rank=8, alpha=16)
+    model = method.apply(base)
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    lora = sum(v for n, v in trainable.items() if "lora_" in n)
+    assert lora == method.added_parameters(LAYERS, HIDDEN) == lora_parameter_count(LAYERS, HIDDEN, 8) == 4 * LAYERS * 8 * HIDDEN
+    assert sum(trainable.values()) == lora + _head(model)  # nothing else trains
+    assert count_parameters(model)["total"] == total_before + lora
+
+
+def test_houlsby_policy_matches_its_formula(tmp_path):
+    method = HoulsbyAdapters(bottleneck_size=4, train_layer_norm=False)
+    model = method.apply(_model(tmp_path))
+    counts = count_parameters(model)
+    assert counts["by_component"]["adapters"]["trainable"] == method.added_parameters(LAYERS, HIDDEN)
+    assert counts["trainable"] == method.added_parameters(LAYERS, HIDDEN) + _head(model)
+
+
+def test_method_for_reads_the_config():
+    assert method_for(RunConfig("tiny-bert", "acl_sup")) == FullFineTuning()
+    assert method_for(RunConfig("tiny-bert", "acl_sup", adapter_size=8)) == HoulsbyAdapters(8, True)
+    assert method_for(RunConfig("tiny-bert", "acl_sup", method="lora", lora_rank=4)) == LoRA(4, 16)
+
+
+def test_lora_run_saves_its_weights_and_loads_as_structured_columns(tmp_path, fixture_data):
+    config = RunConfig("tiny-roberta", "restaurant_sup", method="lora", learning_rate=1e-2, epochs=1, max_steps=2,
+                       batch_size=16, data_dir=fixture_data, results_dir=str(tmp_path), num_threads=1)
+    summary = train_run(config)
+    assert summary["trainable_params"] == lora_parameter_count(LAYERS, HIDDEN, 8) + 3 * HIDDEN + 3 + HIDDEN * HIDDEN + HIDDEN
+    assert (config.run_dir / "lora.safetensors").stat().st_size == summary["checkpoint_bytes"]
+    row = load_results(tmp_path).iloc[0]
+    assert (row["training_method"], row["lora_rank"], row["method"]) == ("lora", 8, "tiny-roberta lora8 lr=0.01")
+    assert json.loads((config.run_dir / "config.json").read_text())["method"] == "lora"
+
+
+def test_warm_up_steps_are_rounded_up(tmp_path, fixture_data):
+    # 2 steps at warmup_ratio 0.1: ceil(0.2) = 1 warm-up step, so the first step ends at the peak rate
+    # (rounding down would skip warm-up and decay to half the rate after one step).
+    config = RunConfig("tiny-bert", "restaurant_sup", epochs=1, max_steps=2, batch_size=16, learning_rate=1e-3,
+                       log_every=1, data_dir=fixture_data, results_dir=str(tmp_path), num_threads=1)
+    train_run(config)
+    log = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log if r["split"] == "train"] == [pytest.approx(1e-3), 0.0]

@@ -1,0 +1,30 @@
+"""train.py: its options are derived from RunConfig's fields, and they override the profile."""
+import dataclasses
+import subprocess
+import sys
+
+import train
+from studykit.config import RunConfig
+from conftest import ROOT
+
+
+def test_help_documents_every_run_option():
+    text = subprocess.run([sys.executable, "train.py", "--help"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout
+    for f in dataclasses.fields(RunConfig):
+        if f.name not in train._CHOSEN_BY_PROFILE:
+            assert f"--{f.name}" in text, f.name
+            assert f.metadata["help"].split()[0] in text
+
+
+def test_options_override_the_profile(monkeypatch):
+    seen = []
+    monkeypatch.setattr(train, "run_grid", lambda configs, retry_failed: seen.append((configs, retry_failed)) or
+                        __import__("pandas").DataFrame(columns=["dataset", "model_name", "seed", "status",
+                                                                "accuracy", "f1_macro"]))
+    train.main(["task3", "--profile", "fast", "--models", "tiny-bert", "--seeds", "3", "--epochs", "1",
+                "--group_by_length", "false", "--retry_failed"])
+    (configs, retry), = seen
+    assert retry and {(c.model_name, c.seed, c.epochs, c.group_by_length, c.adapter_size) for c in configs} == {
+        ("tiny-bert", 3, 1, False, 16)}
+    assert {c.learning_rate for c in configs} == {3e-3, 1e-2}
