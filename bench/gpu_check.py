@@ -228,6 +228,8 @@ def main(argv=None) -> int:
                         "(the study's data averages roughly 30-60 tokens)")
     parser.add_argument("--pack-window", type=float, default=None, help="seconds of the common window (default 20)")
     parser.add_argument("--skip", nargs="+", default=[], choices=["speed", "compile", "memory", "packing"])
+    parser.add_argument("--budget-s", type=float, default=450, help="skip what is left after this many seconds "
+                        "(default 450: the check must fit 8 minutes); skipped items are listed in the JSON")
     parser.add_argument("--out", help="also write the JSON line to this file")
     parser.add_argument("--pack-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -243,6 +245,14 @@ def main(argv=None) -> int:
     steps = args.steps or (2 if args.dry_run else 30)
     batch, seq_len = (4, 32) if args.dry_run else (64, 128)
     t_all = time.perf_counter()
+    skipped = []
+
+    def over_budget(item: str) -> bool:
+        if time.perf_counter() - t_all > args.budget_s:
+            skipped.append(item)
+            return True
+        return False
+
     result = {"check": "gpu_check", "dry_run": args.dry_run, "device": args.device,
               "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
               "torch": torch.__version__, "python": platform.python_version()}
@@ -260,6 +270,8 @@ def main(argv=None) -> int:
         compile_options = [False] if (args.dry_run or "compile" in args.skip) else [False, True]
         for compiled in compile_options:
             for mode in ("fp32", "tf32", "bf16"):
+                if over_budget(f"speed {mode} compile={compiled}"):
+                    continue
                 try:
                     row = train_speed(device, mode, compiled, batch, seq_len, steps, args.dry_run)
                     row["mfu"] = round(row["flops_per_example"] * row["samples_per_s"] / peak, 4)
@@ -270,19 +282,22 @@ def main(argv=None) -> int:
         if args.dry_run:
             result["compile"] = "not run in the dry run"
     result["memory"] = []
-    if "memory" not in args.skip:
+    if "memory" not in args.skip and not over_budget("memory"):
         for row in memory_check(device, args.dry_run):
             print(json.dumps(row), flush=True)
             result["memory"].append(row)
     result["packing"] = []
     if "packing" not in args.skip:
         for n in args.pack_counts:
+            if over_budget(f"packing {n}"):
+                continue
             try:
                 row = packing(n, args)
             except Exception as err:  # noqa: BLE001 - e.g. out of memory at 4 processes: that is the answer
                 row = {"processes": n, "error": f"{type(err).__name__}: {err}"[:300]}
             print(json.dumps(row), flush=True)
             result["packing"].append(row)
+    result["skipped_for_time"] = skipped
     result["total_seconds"] = round(time.perf_counter() - t_all, 1)
     line = json.dumps(result)
     if args.out:

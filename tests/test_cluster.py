@@ -107,4 +107,14 @@ def test_gpu_check_dry_run_reports_every_section(tmp_path):
         assert 0.5 < row["estimate_over_measured_allocated"] < 2
     assert [r["processes"] for r in line["packing"]] == [1, 2]
     assert all(r["samples_per_s_total"] > 0 for r in line["packing"])
-    assert len(line["packing"][1]["samples_per_s_each"]) == 2
+    assert len(line["packing"][1]["samples_per_s_each"]) == 2 and line["skipped_for_time"] == []
+
+
+def test_gpu_check_skips_what_is_left_past_its_budget():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--dry-run", "--budget-s", "0",
+                           "--pack-counts", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["speed"] == [] and line["memory"] == [] and line["packing"] == []
+    assert line["skipped_for_time"] == ["speed fp32 compile=False", "speed tf32 compile=False",
+                                        "speed bf16 compile=False", "memory", "packing 1"]
