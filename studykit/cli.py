@@ -18,7 +18,7 @@ def grid_report(table) -> tuple[str, int]:
     finished = table["status"].isin(["finished"]).sum() if "status" in table else 0
     failed = table[table["status"].astype(str).str.startswith("failed")] if "status" in table else table.iloc[:0]
     if len(failed):
-        reasons = failed["error"].dropna().astype(str).map(lambda e: e.splitlines()[0][:200]) if "error" in failed \
+        reasons = failed["error"].dropna().astype(str).map(lambda e: e.splitlines()[0][:400]) if "error" in failed \
             else []
         lines.append(f"{len(failed)} of {len(table)} runs failed (reasons in each run's failed.json):")
         lines += [f"  {n} x {reason}" for reason, n in reasons.value_counts().items()] if len(reasons) else []

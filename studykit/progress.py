@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["progress_bar", "progress_mode", "has_live_frontend", "format_duration"]
+__all__ = ["progress_bar", "progress_write", "progress_mode", "has_live_frontend", "format_duration"]
 
 MODES = ("auto", "text", "widget", "off")
 
@@ -58,7 +58,26 @@ def progress_bar(*args, **kwargs):
         kwargs.setdefault("mininterval", 5.0)
         kwargs.setdefault("file", sys.stdout)
         kwargs["leave"] = True
+        if not _is_terminal(kwargs["file"]):
+            # Nested bars move the cursor up and down (ESC[A) on a terminal; in a saved notebook or a log
+            # those moves are junk. On one line each, a closed bar stays as its final line.
+            kwargs.setdefault("position", 0)
     return tqdm(*args, **kwargs)
+
+
+def progress_write(text: str, file=None) -> None:
+    """Print a line while text bars are open, without gluing it to a bar's line (tqdm.write clears the
+    bars, prints, and draws them again)."""
+    from tqdm.std import tqdm
+    tqdm.write(text, file=file or sys.stdout)
+    (file or sys.stdout).flush()
+
+
+def _is_terminal(file) -> bool:
+    try:
+        return file.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def format_duration(seconds: float) -> str:

@@ -6,7 +6,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from studykit.progress import format_duration, progress_bar, progress_mode
+from studykit.progress import format_duration, progress_bar, progress_mode, progress_write
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +42,35 @@ def test_text_bar_ends_at_final_state(monkeypatch, capsys):
             bar.update(1)
     out = capsys.readouterr().out
     assert "7/7" in out.rsplit("\r", 1)[-1]   # the last thing on the line is the finished bar
+
+
+def test_nested_text_bars_in_a_log_have_no_cursor_moves(monkeypatch):
+    import io
+    monkeypatch.setenv("PROGRESS", "text")
+    log = io.StringIO()
+    with progress_bar(total=2, desc="grid", file=log) as outer:
+        for _ in range(2):
+            with progress_bar(total=3, desc="run", file=log, leave=False) as inner:
+                inner.update(3)
+            outer.update(1)
+    text = log.getvalue()
+    assert "\x1b[" not in text
+    finals = [line.rsplit("\r", 1)[-1] for line in text.split("\n") if line]
+    assert sum("3/3" in line for line in finals) == 2 and "2/2" in finals[-1]
+
+
+def test_lines_printed_between_bars_get_their_own_line(monkeypatch):
+    import io
+    monkeypatch.setenv("PROGRESS", "text")
+    log = io.StringIO()
+    with progress_bar(total=2, desc="grid", file=log, mininterval=0) as outer:
+        for i in range(2):
+            progress_write(f"[task2] run {i}", file=log)
+            with progress_bar(total=3, desc="run", file=log) as inner:
+                inner.update(3)
+            outer.update(1)
+    shown = [line.rsplit("\r", 1)[-1] for line in log.getvalue().split("\n")]
+    assert "[task2] run 0" in shown and "[task2] run 1" in shown   # whole lines, not glued to "grid: ..."
 
 
 def test_off_disables(monkeypatch, capsys):
