@@ -37,6 +37,7 @@ from .hardware import cpu_name, resolve_precision
 from .meter import SpeedMeter
 from .methods import method_for
 from .modeling import load_model_and_tokenizer, safe_name
+from .progress import progress_bar, progress_write  # noqa: F401  (re-exported: grid, sweep and notebooks use it)
 from .runs import RunFolder, check_writable, write_json_atomic
 
 try:  # peak RSS of this process; the module does not exist on Windows
@@ -58,17 +59,6 @@ def __getattr__(name):
         from . import grid
         return getattr(grid, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def progress_bar(*args, **kwargs):
-    """tqdm as widgets in an interactive notebook; plain text when PROGRESS=text (headless runs)."""
-    if os.environ.get("PROGRESS", "auto") == "text":
-        from tqdm.std import tqdm
-        kwargs.setdefault("mininterval", 5.0)
-        kwargs.setdefault("file", sys.stdout)
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- data pipeline
@@ -286,10 +276,10 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     loaders = build_loaders(config, encoded, tokenizer, per_device, pad_multiple,
                             eval_batch_size_for(config, accelerator.device.type))
     if accelerator.is_main_process:
-        print(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
-              f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, "
-              f"batch {config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
-              f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}", flush=True)
+        progress_write(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
+                       f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, batch "
+                       f"{config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
+                       f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}")
     return model, labels, loaders
 
 
