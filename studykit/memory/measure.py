@@ -73,7 +73,7 @@ def measure_memory(model="roberta-base", batch_size=2, seq_len=64, precision="fp
 
     def step():
         opt.zero_grad(set_to_none=True)
-        seen, pack = saved_tensor_counter({p.untyped_storage()._cdata for p in params})
+        seen, pack = saved_tensor_counter(params)
         amp = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
             loss = net(**inputs).loss

@@ -80,6 +80,7 @@ def build_model(config, device, dtype, attn_implementation="eager", init=True):
             from transformers.initialization import no_init_weights
             with no_init_weights(), torch.device(device):
                 net = cls.from_config(config, dtype=dtype)
+            net.tie_weights()  # skipped with the initializers; training from pretrained weights ties them
             with torch.no_grad():
                 for p in net.parameters():
                     p.zero_()
@@ -94,14 +95,20 @@ def training_inputs(config, batch_size, seq_len, device):
     return dict(input_ids=ids, labels=ids.clone())
 
 
-def saved_tensor_counter(exclude):
-    """A pack hook counting each saved storage once (keyed by the storage object), leaving out `exclude`."""
+def saved_tensor_counter(params):
+    """A pack hook counting each saved storage once (keyed by the storage object), parameters left out.
+
+    A parameter is recognised by its storage, or by identity (itself or a view of it): a deep-copied
+    fake parameter (peft's trained copy of the head) does not always report the same storage.
+    """
     seen = {}
+    exclude = {p.untyped_storage()._cdata for p in params}
+    ids = {id(p) for p in params}
 
     def pack(t):
         st = t.untyped_storage()
         key = st._cdata
-        if key not in exclude and key not in seen:
+        if key not in exclude and key not in seen and id(t) not in ids and id(t._base) not in ids:
             seen[key] = (st.nbytes(), t)  # keep a reference: a live storage keeps its key
         return t
     return seen, pack
@@ -173,7 +180,7 @@ def _count_step(config, batch_size, seq_len, precision, attn_implementation, dev
         if checkpointing:
             net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
         params = list(net.parameters())
-        seen, pack = saved_tensor_counter({p.untyped_storage()._cdata for p in params})
+        seen, pack = saved_tensor_counter(params)
         inputs = training_inputs(config, batch_size, seq_len, "cpu")
         amp = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), amp:
