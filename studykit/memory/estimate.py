@@ -41,6 +41,14 @@ def bytes_per_parameter(precision="mixed", optimizer="adamw"):
 
 
 
+def _adapters_by_formula(model, peft):
+    """Our adapters exist for BERT-style layers only; on other layers the closed form counts them."""
+    from studykit.adapters import SUPPORTED_MODEL_TYPES
+    from .catalog import get_config
+    from .counting import formula_covers
+    return peft == "adapter" and get_config(model).model_type not in SUPPORTED_MODEL_TYPES and formula_covers(model)
+
+
 def _assumptions(preset, given):
     unknown = set(given) - set(DEFAULT_ASSUMPTIONS)
     if unknown:
@@ -71,7 +79,8 @@ def estimate_memory(model, preset=None, **assumptions):
       activations    bytes, or "weights" (as large as the weights, the report's guess), or None: from
                      the architecture, by `activations_from`:
       activations_from  "trace" (default): the real model run on fake tensors (`traced_activations`),
-                     exact for any architecture; "formula": the closed-form count (`activation_terms`);
+                     exact for any architecture; "formula": the closed-form count (`activation_terms`),
+                     also used for adapters on non-BERT layers (add_adapters knows BERT-style only);
       attn_implementation  "eager" or "sdpa" for the traced count; None: "sdpa" if
                      memory_efficient_attention else "eager".
     Under precision="autocast" the traced activations include the 16-bit weight copies kept for backward.
@@ -121,13 +130,13 @@ def estimate_memory(model, preset=None, **assumptions):
     elif st is None:
         raise ValueError("a bare parameter count has no architecture to compute activations from: pass "
                          "activations=<bytes> (or 'weights'), preset='report', or a shipped name/config")
-    elif o["activations_from"] == "trace":
+    elif o["activations_from"] == "trace" and not _adapters_by_formula(model, peft):
         attn = o["attn_implementation"] or ("sdpa" if o["memory_efficient_attention"] else "eager")
         method = {} if peft == "fraction" else dict(  # fraction: layers as in full fine-tuning
             peft=peft, lora_rank=o["lora_rank"], lora_targets=o["lora_targets"], bottleneck_size=o["bottleneck_size"])
         out["activations"] = traced_activations(model, o["batch_size"], o["seq_len"], o["precision"], attn,
                                                 o["device"], checkpointing=o["checkpointing"], **method)["activations"]
-    elif o["activations_from"] == "formula":
+    elif o["activations_from"] in ("formula", "trace"):
         stats = st if peft != "fraction" else _stats(model)  # fraction: layers as in full fine-tuning
         terms = activation_terms(model, o["batch_size"], o["seq_len"], o["precision"],
                                  o["memory_efficient_attention"], o["device"], _stats_=stats)

@@ -167,8 +167,8 @@ def plan_study(configs, gpus=None, device="cuda", precision=None, measure_time=F
             - one["activations"]
         fixed = one["total"] - one["activations"]
         row.update({"longest tokens": longest, "mean tokens": round(mean, 1), "lengths from": source,
-                    "seq_len": seq, "est_peak_GB": round(est["total"] / GB, 2),
-                    "activations_GB": round(est["activations"] / GB, 2)})
+                    "seq_len": seq, "est_peak_GB": round(est["total"] / GB, 3),
+                    "activations_GB": round(est["activations"] / GB, 3)})
         for name, cap in gpus.items():
             best = largest_batch_that_fits(cap, fixed, one["activations"], per_example, cfg.batch_size)
             row[f"max per-device batch, {gpu_label(name, cap)}"] = best if best else "does not fit"

@@ -139,36 +139,42 @@ def _cuda_kernels():
 
 @contextlib.contextmanager
 def _fake_friendly():
-    """Two things fake tensors refuse, made no-ops while tracing: initializers that read values
-    (`trunc_normal_` of our adapters: values do not change what is kept), and `.to()` onto the same
-    device and dtype (peft moves new LoRA weights to the base layer's device; fake tensors cannot be
-    swapped in place). LoRA weights are created on CPU already, in fp32, where peft keeps them
-    (autocast_adapter_dtype)."""
-    trunc = torch.nn.init.trunc_normal_
+    """Two things fake tensors refuse, worked around while tracing: initializers that read values
+    (`trunc_normal_` of our adapters: values do not change what is kept) become no-ops, and `Module.to`
+    (fake parameters cannot be swapped in place) returns the module when nothing changes, else gives
+    it new parameters. peft's move of new LoRA weights is skipped: they are created on CPU already, in
+    fp32, where peft keeps them (autocast_adapter_dtype)."""
+    trunc, to = torch.nn.init.trunc_normal_, torch.nn.Module.to
     torch.nn.init.trunc_normal_ = lambda tensor, *a, **k: tensor
     try:
         from peft.tuners.tuners_utils import BaseTunerLayer
+        move = BaseTunerLayer._move_adapter_to_device_of_base_layer
     except ImportError:
-        try:
-            yield
-        finally:
-            torch.nn.init.trunc_normal_ = trunc
-        return
-    move, to = BaseTunerLayer._move_adapter_to_device_of_base_layer, torch.nn.Module.to
+        BaseTunerLayer = move = None
 
     def to_unless_there(self, *args, **kwargs):  # peft's `module.to(weight.device)`: a no-op here
         device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
         tensors = [*self.parameters(), *self.buffers()]
         if all((device is None or t.device == device) and (dtype is None or t.dtype == dtype) for t in tensors):
             return self
-        return to(self, *args, **kwargs)
-    BaseTunerLayer._move_adapter_to_device_of_base_layer = lambda self, *a, **k: None
+        for m in self.modules():  # new parameters instead of in-place swaps (new modules only: no ties)
+            for k, p in m._parameters.items():
+                if p is not None:
+                    cast = p.detach().to(device=device, dtype=dtype if p.is_floating_point() else None)
+                    m._parameters[k] = torch.nn.Parameter(cast, requires_grad=p.requires_grad)
+            for k, b in m._buffers.items():
+                if b is not None:
+                    m._buffers[k] = b.to(device=device, dtype=dtype if b.is_floating_point() else None)
+        return self
+    if BaseTunerLayer is not None:
+        BaseTunerLayer._move_adapter_to_device_of_base_layer = lambda self, *a, **k: None
     torch.nn.Module.to = to_unless_there
     try:
         yield
     finally:
-        BaseTunerLayer._move_adapter_to_device_of_base_layer, torch.nn.Module.to = move, to
-        torch.nn.init.trunc_normal_ = trunc
+        if BaseTunerLayer is not None:
+            BaseTunerLayer._move_adapter_to_device_of_base_layer = move
+        torch.nn.Module.to, torch.nn.init.trunc_normal_ = to, trunc
 
 
 def _count_step(config, batch_size, seq_len, precision, attn_implementation, device, method, checkpointing):
@@ -178,7 +184,10 @@ def _count_step(config, batch_size, seq_len, precision, attn_implementation, dev
     with FakeTensorMode(allow_non_fake_inputs=True), kernels, _fake_friendly():
         net = apply_method(build_model(config, "cpu", dtype, attn_implementation), config, **method)
         if checkpointing:
-            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
+            if hasattr(net, "activation_checkpointing_enable"):  # transformers >= 5 names it so
+                net.activation_checkpointing_enable(dict(use_reentrant=False))
+            else:
+                net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
         params = list(net.parameters())
         seen, pack = saved_tensor_counter(params)
         inputs = training_inputs(config, batch_size, seq_len, "cpu")

@@ -143,8 +143,13 @@ class MemoryExplorer:
         values = ", ".join(f"{k}={w.value}" for k, w in self.controls.items())
         display(HTML(f"<p><i>Static view (no widget front end): {values}. Open the notebook in Jupyter "
                      f"to move the controls.</i></p>{self.summary.value}"))
-        if self.figure is not None:
-            display(self.figure)
+        if self.figure is not None:  # as a PNG: the same in every kernel, backend and static export
+            import io
+
+            from IPython.display import Image
+            png = io.BytesIO()
+            self.figure.savefig(png, format="png", dpi=100)
+            display(Image(data=png.getvalue(), format="png"))
 
 
 def memory_explorer(model="llama-3.2-3b", peft_method="lora", peft_size=16, live=None, **assumptions):
