@@ -71,9 +71,11 @@ def _lengths_for(cfg):
     try:
         lengths, labels = _token_lengths(cfg.model_name, dataset, cfg.max_length, cfg.data_dir,
                                          str(getattr(cfg, "cache_dir", "") or "") or None)
-    except Exception as e:  # offline without tokenizer or data: the padded maximum, said so
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        return cfg.max_length, float("nan"), None, 2, f"max_length (no tokenizer/data offline: {reason})"
+    except OSError:  # offline without the tokenizer: the padded maximum, said so
+        return None, float("nan"), None, 2, "max_length (no tokenizer/data offline: tokenizer not in the local cache)"
+    except Exception as e:  # no data here (DataError, or datasets refusing the Hub offline)
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:80]
+        return None, float("nan"), None, 2, f"max_length (no tokenizer/data offline: {reason})"
     return max(lengths), sum(lengths) / len(lengths), len(lengths), labels, "training data, tokenized"
 
 
@@ -155,7 +157,7 @@ def plan_study(configs, gpus=None, device="cuda", precision=None, measure_time=F
             continue
         longest, mean, n_train, labels, source = _lengths_for(cfg)
         pad = 8 if scheme != "fp32" else 1  # the trainer pads to a multiple of 8 under mixed precision
-        seq = min(cfg.max_length, math.ceil(longest / pad) * pad) if pad > 1 else longest
+        seq = cfg.max_length if longest is None else min(cfg.max_length, math.ceil(longest / pad) * pad)
         fields = {**config.to_dict(), "num_labels": labels}
         if cfg.dropout is not None:
             fields.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
