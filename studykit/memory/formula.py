@@ -6,6 +6,8 @@ MLPs, RMSNorm and frozen weights, for the layer families in `FORMULA_TYPES`.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .catalog import ALL_ROLES, PRECISIONS
 from .counting import Architecture, _stats, architecture
 
@@ -42,82 +44,102 @@ def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory
     st = _stats_ or _stats(model, peft, lora_rank, lora_targets, bottleneck_size)
     a: Architecture = st["arch"] or architecture(model)  # raises, naming the families it knows
     act = _precision(precision)["activations"]
-    mask = 1 if device == "cuda" else act
-    T = batch_size * seq_len
-    h, f = a.hidden, a.intermediate
-    qd, kvd = a.heads * a.head_dim, a.kv_heads * a.head_dim
-    roles, norms_trained = st["roles"], st["norms_trainable"]
-    norm_in = 4 if a.norm == "rmsnorm" else act
+    c = _Counting(a, st, act, mask=1 if device == "cuda" else act, T=batch_size * seq_len, seq=seq_len,
+                  flash=memory_efficient_attention)
+    per_layer = c.layer(grad_from_below=True)
+    other = c.outside(batch_size)
+    if st["roles"] != ALL_ROLES:  # PEFT: embeddings frozen, so no gradient flows into the first layer
+        first = sum(b for _, b in c.layer(grad_from_below=False)) - sum(b for _, b in per_layer)
+        if first:
+            other.append(("first layer: inputs with no gradient from below not kept", first))
+    return dict(per_layer=per_layer, other=other, layers=a.layers, layer_input=a.hidden * c.T * act, arch=a)
 
-    def layer_terms(grad_from_below):
+
+@dataclass
+class _Counting:
+    """The closed-form count for one layer shape, one component per method: (term, bytes) lists."""
+    a: Architecture
+    st: dict
+    act: int      # bytes per activation value
+    mask: int     # bytes per dropout-mask value (1 on CUDA, a full value on CPU)
+    T: int        # tokens in the batch
+    seq: int
+    flash: bool   # memory-efficient attention (no s² term)
+
+    def layer(self, grad_from_below):
         """One layer's kept tensors; grad_from_below=False for the first layer over frozen embeddings."""
-        terms = []
+        roles = self.st["roles"]
+        # which of Q, K, V need a gradient: all, unless nothing below (nor the norm) is trained
+        req = {"q", "k", "v"} if grad_from_below or self.st["norms_trainable"] else roles & {"q", "k", "v"}
+        terms = self.norms(grad_from_below)
+        terms += self.attention(req, roles)
+        terms += self.mlp(roles)
+        terms += self.peft()
+        return [(name, int(b)) for name, b, when in terms if when and b]
 
-        def add(name, nbytes, when=True):
-            if when and nbytes:
-                terms.append((name, int(nbytes)))
+    def norms(self, grad_from_below):
+        a, T, trained = self.a, self.T, self.st["norms_trainable"]
+        norm_in = 4 if a.norm == "rmsnorm" else self.act  # HF's RMSNorm keeps an fp32 copy of its input
         # pre-norm decoders: the attention norm reads the layer input; it keeps it only if a gradient is
         # wanted for it (RMSNorm) or for its weight (LayerNorm). Post-norm encoders read the embedding LN.
-        norm1_kept = grad_from_below or (a.norm == "layernorm" and norms_trained) or not a.causal
-        add("norm inputs (2)", (1 + norm1_kept) * h * T * norm_in)
-        add("RMSNorm outputs (2, trained weight)", 2 * h * T * act, a.norm == "rmsnorm" and norms_trained)
-        add("Q/K/V input", h * T * act, bool(roles & {"q", "k", "v"}))
-        # which of Q, K, V need a gradient: all, unless nothing below (nor the norm) is trained
-        req = {"q", "k", "v"} if grad_from_below or norms_trained else roles & {"q", "k", "v"}
-        if memory_efficient_attention:
-            add("Q", qd * T * act, bool(req))
-            add("K, V (KV heads)", 2 * kvd * T * act, bool(req))
-            add("attention output (= projection input)", qd * T * act, bool(req))
-            add("softmax log-sum-exp (fp32)", a.heads * T * 4, bool(req))
+        norm1_kept = grad_from_below or (a.norm == "layernorm" and trained) or not a.causal
+        return [("norm inputs (2)", (1 + norm1_kept) * a.hidden * T * norm_in, True),
+                ("RMSNorm outputs (2, trained weight)", 2 * a.hidden * T * self.act, a.norm == "rmsnorm" and trained)]
+
+    def attention(self, req, roles):
+        a, T, act = self.a, self.T, self.act
+        qd, kvd = a.heads * a.head_dim, a.kv_heads * a.head_dim
+        terms = [("Q/K/V input", a.hidden * T * act, bool(roles & {"q", "k", "v"}))]
+        if self.flash:
+            terms += [("Q", qd * T * act, bool(req)), ("K, V (KV heads)", 2 * kvd * T * act, bool(req)),
+                      ("attention output (= projection input)", qd * T * act, bool(req)),
+                      ("softmax log-sum-exp (fp32)", a.heads * T * 4, bool(req))]
         else:
             scores = bool(req & {"q", "k"})  # Q·Kᵀ keeps Q for K's gradient and K for Q's
             n = ("k" in req) + ("q" in req) + scores
-            add("Q, K, V (K, V repeated to all heads)", n * qd * T * act)
-            s2 = a.heads * seq_len * T
+            s2 = a.heads * self.seq * T
             upcast = a.causal  # HF's eager decoders: softmax(..., dtype=float32).to(query.dtype)
-            add("softmax output" + (" (fp32)" if upcast and act < 4 else ""), s2 * (4 if upcast else act), scores)
+            terms += [("Q, K, V (K, V repeated to all heads)", n * qd * T * act, True),
+                      ("softmax output" + (" (fp32)" if upcast and act < 4 else ""), s2 * (4 if upcast else act),
+                       scores)]
             if a.attention_dropout > 0:
-                add("attention dropout mask", s2 * mask, scores)
-                add("attention dropout output", s2 * act, "v" in req)
+                terms += [("attention dropout mask", s2 * self.mask, scores),
+                          ("attention dropout output", s2 * act, "v" in req)]
             elif upcast and act < 4:
-                add("softmax output cast to 16 bit", s2 * act, "v" in req)
-            add("projection input", qd * T * act, "o" in roles)
-        add("dropout masks (2)", 2 * h * T * mask, a.hidden_dropout > 0)
-        add("MLP input", h * T * act, "up" in roles)
-        if a.gated:
-            add("gate, activation output, up (3 x intermediate)", 3 * f * T * act)
-        else:
-            add("activation input (intermediate)", f * T * act)
-        add("down-projection input (intermediate)", f * T * act, "down" in roles)
-        if st["adapter_size"]:
-            m = st["adapter_size"]
-            add("adapters (2): input + bottleneck act. input/output", 2 * (h + 2 * m) * T * act)
-        if st["lora_rank"]:
-            add("LoRA A outputs (r per targeted Linear)", st["lora_per_layer"] * st["lora_rank"] * T * act)
-        return terms
+                terms.append(("softmax output cast to 16 bit", s2 * act, "v" in req))
+            terms.append(("projection input", qd * T * act, "o" in roles))
+        return terms + [("dropout masks (2)", 2 * a.hidden * T * self.mask, a.hidden_dropout > 0)]
 
-    per_layer = layer_terms(True)
-    other = []
-    full = st["roles"] == ALL_ROLES and norms_trained
-    if not a.causal:
-        if norms_trained:
-            other.append(("embedding LayerNorm input", h * T * act))
-            if a.hidden_dropout > 0:
-                other.append(("embedding dropout mask", h * T * mask))
-        other.append(("classification head", 4 * h * batch_size * act))
-    else:
-        other.append(("final norm input", h * T * norm_in))
-        if a.norm == "rmsnorm" and norms_trained:
-            other.append(("final RMSNorm output", h * T * act))
-        if full:
-            other.append(("output layer input", h * T * act))
-        other.append(("log-softmax of the logits (fp32)", a.vocab * T * 4))
-    if roles != ALL_ROLES:  # PEFT: embeddings frozen, so no gradient flows into the first layer
-        first = sum(b for _, b in layer_terms(False)) - sum(b for _, b in per_layer)
-        if first:
-            other.append(("first layer: inputs with no gradient from below not kept", first))
-    return dict(per_layer=per_layer, other=other, layers=a.layers,
-                layer_input=h * T * act, arch=a)
+    def mlp(self, roles):
+        a, T, act = self.a, self.T, self.act
+        terms = [("MLP input", a.hidden * T * act, "up" in roles)]
+        if a.gated:  # SwiGLU: gate, activation output, up (the product is the down-projection input)
+            terms.append(("gate, activation output, up (3 x intermediate)", 3 * a.intermediate * T * act, True))
+        else:
+            terms.append(("activation input (intermediate)", a.intermediate * T * act, True))
+        return terms + [("down-projection input (intermediate)", a.intermediate * T * act, "down" in roles)]
+
+    def peft(self):
+        st, T, act = self.st, self.T, self.act
+        m = st["adapter_size"]
+        return [("adapters (2): input + bottleneck act. input/output", 2 * (self.a.hidden + 2 * m) * T * act, bool(m)),
+                ("LoRA A outputs (r per targeted Linear)", st["lora_per_layer"] * st["lora_rank"] * T * act,
+                 bool(st["lora_rank"]))]
+
+    def outside(self, batch_size):
+        """Outside the layers: embedding norm and dropout or final norm, output layer, logits, head."""
+        a, T, act, st = self.a, self.T, self.act, self.st
+        h, trained = a.hidden, st["norms_trainable"]
+        if not a.causal:
+            terms = [("embedding LayerNorm input", h * T * act, trained),
+                     ("embedding dropout mask", h * T * self.mask, trained and a.hidden_dropout > 0),
+                     ("classification head", 4 * h * batch_size * act, True)]
+        else:
+            terms = [("final norm input", h * T * (4 if a.norm == "rmsnorm" else act), True),
+                     ("final RMSNorm output", h * T * act, a.norm == "rmsnorm" and trained),
+                     ("output layer input", h * T * act, st["roles"] == ALL_ROLES and trained),
+                     ("log-softmax of the logits (fp32)", a.vocab * T * 4, True)]
+        return [(name, b) for name, b, when in terms if when]
 
 
 def korthikanti_layer_bytes(model, batch_size, seq_len):
