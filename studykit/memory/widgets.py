@@ -29,8 +29,9 @@ def _draw_gpu_lines(ax, top, gpus=None, x=0.0):
     """Dashed lines for the cards up to the first that holds `top` (so that one is always drawn)."""
     drawn_top = top
     for name, cap in sorted((gpus or GPUS).items(), key=lambda kv: kv[1]):
-        ax.axhline(cap / GB, color="grey", ls="--", lw=0.8)
-        ax.text(x, cap / GB, gpu_label(name, cap), va="bottom", ha="right", fontsize=8, color="dimgrey")
+        ax.axhline(cap / GB, color="grey", ls="--", lw=0.8, zorder=0)
+        ax.text(1.01, cap / GB, gpu_label(name, cap).replace(" card = ", " card\n= "), transform=ax.get_yaxis_transform(),
+                va="center", ha="left", fontsize=7.5, color="dimgrey", clip_on=False)
         drawn_top = max(drawn_top, cap / GB)
         if cap / GB >= top:
             break
@@ -56,21 +57,21 @@ COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer_state": "#c44
 def plot_memory_breakdown(breakdowns, gpus=None, title=None, ax=None, save_to=None):
     """Stacked bars, one per labelled breakdown, with the GPU sizes as dashed lines."""
     import matplotlib.pyplot as plt
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8.2, 4.4))
     labels = list(breakdowns)
     bottom = [0.0] * len(labels)
     for comp in COMPONENTS:
         vals = [breakdowns[l][comp] / GB for l in labels]
-        ax.bar(labels, vals, bottom=bottom, color=COLORS[comp], label=comp.replace("_", " "), width=0.55)
+        ax.bar(labels, vals, bottom=bottom, color=COLORS[comp], label=comp.replace("_", " "), width=0.55, zorder=2)
         bottom = [b + v for b, v in zip(bottom, vals)]
     top = max(bottom) if bottom else 1
     top = _draw_gpu_lines(ax, top, gpus, x=len(labels) - 0.5)
     for i, b in enumerate(bottom):
-        ax.text(i, b, f"{b:.1f} GB", ha="center", va="bottom", fontsize=9)
+        ax.text(i, b, f"{b:.2f} GB", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("GB per GPU (1 GB = 10⁹ bytes)")
     ax.set_ylim(0, 1.12 * top)
     ax.set_title(title or "Training memory per GPU", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.0, 0.92) if len(labels) > 1 else None)
+    ax.legend(fontsize=8, loc="upper left", framealpha=0.95)  # the cards are labelled on the right
     fig.tight_layout()
     if save_to:
         os.makedirs(os.path.dirname(str(save_to)) or ".", exist_ok=True)
@@ -258,7 +259,7 @@ def report_walk(model="llama-3.2-3b", precision="autocast", batch_size=4, seq_le
             ("real parameter count", real_n["total"], f"{model}: {n / 1e9:.2f}B parameters"),
             (f"{precision} bytes/param", scheme["total"], PRECISIONS[precision]["label"]),
             (f"activations {batch_size}x{seq_len}", acts["total"], "tensors kept for backward (traced)"),
-            ("GPU overhead", ours["total"], "CUDA context 0.5 GB + 10 % allocator")]
+            ("+ GPU overhead = ours", ours["total"], "CUDA context 0.5 GB + 10 % allocator")]
 
 
 def plot_report_walk(walks, gpus=None, save_to=None):
@@ -271,10 +272,10 @@ def plot_report_walk(walks, gpus=None, save_to=None):
         for i, (step, total, _) in enumerate(walk):
             t = total / GB
             if i in (0, len(walk) - 1):  # the report's bar and ours: full height
-                ax.bar(i, t, color="#c44e52" if i == 0 else "#4c72b0", width=0.6)
+                ax.bar(i, t, color="#c44e52" if i == 0 else "#4c72b0", width=0.6, zorder=2)
             else:
-                ax.bar(i, t - prev, bottom=prev, color="#55a868" if t >= prev else "#dd8452", width=0.6)
-            ax.text(i, max(t, prev), f"{t:.1f}", ha="center", va="bottom", fontsize=8)
+                ax.bar(i, t - prev, bottom=prev, color="#55a868" if t >= prev else "#dd8452", width=0.6, zorder=2)
+            ax.text(i, max(t, prev), f"{t:.2f}" if i == 0 else f"{t:.1f}", ha="center", va="bottom", fontsize=8)
             prev = t
         top = _draw_gpu_lines(ax, top_all, gpus, x=len(walk) - 0.5)
         ax.set_xticks(range(len(walk)), [s for s, _, _ in walk], rotation=25, ha="right", fontsize=8)
