@@ -57,7 +57,7 @@ COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer_state": "#c44
 def plot_memory_breakdown(breakdowns, gpus=None, title=None, ax=None, save_to=None):
     """Stacked bars, one per labelled breakdown, with the GPU sizes as dashed lines."""
     import matplotlib.pyplot as plt
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8.2, 4.4))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8.2, 4.6))
     labels = list(breakdowns)
     bottom = [0.0] * len(labels)
     for comp in COMPONENTS:
@@ -71,7 +71,8 @@ def plot_memory_breakdown(breakdowns, gpus=None, title=None, ax=None, save_to=No
     ax.set_ylabel("GB per GPU (1 GB = 10⁹ bytes)")
     ax.set_ylim(0, 1.12 * top)
     ax.set_title(title or "Training memory per GPU", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", framealpha=0.95)  # the cards are labelled on the right
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=len(COMPONENTS),
+              frameon=False)  # below the axes: clear of the bars; the cards are labelled on the right
     fig.tight_layout()
     if save_to:
         os.makedirs(os.path.dirname(str(save_to)) or ".", exist_ok=True)
