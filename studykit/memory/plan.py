@@ -74,7 +74,7 @@ def _lengths_for(cfg):
     except OSError:  # offline without the tokenizer: the padded maximum, said so
         return None, float("nan"), None, 2, "max_length (no tokenizer/data offline: tokenizer not in the local cache)"
     except Exception as e:  # no data here (DataError, or datasets refusing the Hub offline)
-        reason = (str(e).splitlines() or [type(e).__name__])[0][:80]
+        reason = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0].split(", and ")[0][:100]
         return None, float("nan"), None, 2, f"max_length (no tokenizer/data offline: {reason})"
     return max(lengths), sum(lengths) / len(lengths), len(lengths), labels, "training data, tokenized"
 
