@@ -242,12 +242,21 @@ def test_traced_count_builds_any_architecture(name):
 def test_traced_count_agrees_with_the_closed_form_where_both_exist():
     # CUDA accounting (1-byte masks, fused SDPA): the formula's assumptions; within its stated 1 %
     for name, attn in (("roberta-mini", "eager"), ("roberta-mini", "sdpa"), ("llama-mini", "eager"),
-                       ("llama-mini", "sdpa"), ("qwen2-mini", "sdpa")):
+                       ("llama-mini", "sdpa"), ("qwen2-mini", "sdpa"), ("bert-large-slice", "eager")):
         kw = dict(batch_size=4, seq_len=128, precision="mixed", device="cuda", attn_implementation=attn,
                   memory_efficient_attention=attn == "sdpa")
         traced = M.estimate_memory(name, **kw)["activations"]
         formula = M.estimate_memory(name, activations_from="formula", **kw)["activations"]
         assert formula == pytest.approx(traced, rel=M.ACTIVATION_TOLERANCE), (name, attn)
+
+
+def test_closed_form_counts_berts_pooler_input_only_when_trained():
+    kw = dict(batch_size=2, seq_len=64, precision="fp32", device="cpu", attn_implementation="eager",
+              memory_efficient_attention=False)
+    for peft in (None, "lora", "adapter"):
+        traced = M.estimate_memory("bert-large-slice", peft=peft, **kw)["activations"]
+        formula = M.estimate_memory("bert-large-slice", peft=peft, activations_from="formula", **kw)["activations"]
+        assert formula == pytest.approx(traced, rel=0.002), peft
 
 
 def test_cpu_sdpa_with_dropout_keeps_the_probabilities_cuda_does_not():

@@ -38,8 +38,9 @@ def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory
     - Hugging Face's RMSNorm keeps an fp32 copy of its input, and its normalized output if trained;
     - dropout masks are 1 byte on CUDA (bool), a full tensor on CPU; no mask when p = 0;
     - under PEFT the embeddings are frozen, so the first layer keeps only what its trained parts need;
-    - outside the layers: the embedding LayerNorm and dropout (BERT-style), the final norm, the
-      output layer's input, and the fp32 log-softmax of the logits (s·b·vocab·4 bytes).
+    - outside the layers: the embedding LayerNorm and dropout (BERT-style), BERT's pooler input (a view
+      that keeps the whole last hidden state), the final norm, the output layer's input, and the fp32
+      log-softmax of the logits (s·b·vocab·4 bytes).
     """
     st = _stats_ or _stats(model, peft, lora_rank, lora_targets, bottleneck_size)
     a: Architecture = st["arch"] or architecture(model)  # raises, naming the families it knows
@@ -133,6 +134,10 @@ class _Counting:
         if not a.causal:
             terms = [("embedding LayerNorm input", h * T * act, trained),
                      ("embedding dropout mask", h * T * self.mask, trained and a.hidden_dropout > 0),
+                     # BERT's trained pooler keeps its input, hidden[:, 0]: a view, so the whole last
+                     # hidden state stays alive (RoBERTa's head drops out a copy first)
+                     ("pooler input (a view: keeps the last hidden state)", h * T * act,
+                      a.model_type == "bert" and st["roles"] == ALL_ROLES and trained),
                      ("classification head", 4 * h * batch_size * act, True)]
         else:
             terms = [("final norm input", h * T * (4 if a.norm == "rmsnorm" else act), True),
