@@ -379,3 +379,13 @@ def test_report_walk_starts_at_the_report_and_ends_at_our_estimate(tmp_path):
     fig = M.plot_report_walk({"full": walk, "LoRA": peft}, save_to=tmp_path / "w.png")
     lines = [l.get_ydata()[0] for l in fig.axes[0].get_lines()]
     assert 80 * 2**30 / M.GB in lines  # the 80 GiB card is drawn, in GB
+
+
+def test_plan_labels_each_run_by_its_own_method():
+    # RunConfig always carries lora_rank (default 8): only method="lora" makes a run LoRA.
+    from studykit.config import RunConfig
+    from studykit.memory.plan import method_of
+    assert method_of(RunConfig("tiny-bert", "restaurant_sup"))[0] == "full fine-tuning"
+    assert method_of(RunConfig("tiny-bert", "restaurant_sup", adapter_size=16))[0] == "adapters m=16"
+    label, kw = method_of(RunConfig("tiny-bert", "restaurant_sup", method="lora", lora_rank=4))
+    assert label.startswith("LoRA r=4") and kw["peft"] == "lora" and kw["lora_rank"] == 4

@@ -6,6 +6,7 @@ import functools
 import math
 import time
 
+from ..methods import HoulsbyAdapters, LoRA, method_for
 from .catalog import GB, GPUS, MODEL_CONFIGS, VALIDATION_CONFIGS, get_config
 from .estimate import estimate_memory
 from .trace import traced_activations
@@ -19,16 +20,13 @@ TRAINER_SCHEMES = {"auto": "autocast", "bf16": "autocast", "fp16": "autocast", "
 
 def method_of(config):
     """(label, estimate_memory's PEFT keywords) of a RunConfig: full fine-tuning, adapters or LoRA."""
-    method = getattr(config, "method", None)
-    rank = getattr(config, "lora_rank", None) or getattr(config, "lora_r", None) or getattr(method, "rank", None)
-    if rank or str(getattr(method, "name", method)).lower() == "lora":
-        rank = int(rank or 8)
-        targets = getattr(config, "lora_targets", None) or getattr(method, "targets", None)
-        kw = dict(peft="lora", lora_rank=rank, lora_targets=tuple(targets) if targets else None)
-        return f"LoRA r={rank}" + (f" on {', '.join(targets)}" if targets else ""), kw
-    size = getattr(config, "adapter_size", None) or getattr(method, "bottleneck_size", None)
-    if size:
-        return f"adapters m={int(size)}", dict(peft="adapter", bottleneck_size=int(size))
+    method = method_for(config)  # the run's own method object: one decision, as in training and results
+    if isinstance(method, LoRA):
+        targets = tuple(method.target_modules)
+        return (f"LoRA r={method.rank} on {', '.join(targets)}",
+                dict(peft="lora", lora_rank=method.rank, lora_targets=targets))
+    if isinstance(method, HoulsbyAdapters):
+        return f"adapters m={method.bottleneck_size}", dict(peft="adapter", bottleneck_size=method.bottleneck_size)
     return "full fine-tuning", dict(peft=None)
 
 
