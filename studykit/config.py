@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DATASET_NAMES, DataError, dataset_files
+from .data import DATASET_NAMES, DataError, data_fingerprint
 from .runs import RunFolder
 
 __all__ = ["RunConfig", "PRECISIONS", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
@@ -67,6 +67,11 @@ class RunConfig:
     lora_alpha: int = _field(16, "LoRA scaling alpha (method=lora)", "unless_default")
 
     def __post_init__(self):
+        if not isinstance(self.dataset, str) and not (
+                isinstance(self.dataset, (list, tuple)) and self.dataset
+                and all(isinstance(n, str) for n in self.dataset) and len(set(self.dataset)) == len(self.dataset)):
+            raise ValueError(f"bad RunConfig for {self.model_name}: dataset must be a name or a non-empty list of "
+                             f"distinct names to merge, got {self.dataset!r}")
         names = [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
         bad = [n for n in names if n not in DATASET_NAMES]
         if bad:
@@ -81,6 +86,8 @@ class RunConfig:
             return isinstance(v, int) and not isinstance(v, bool)
         checks = [
             (is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
+            (not is_int(self.seed) or self.seed >= 0,
+             f"seed must be >= 0 (it names the folder seed<int>), got {self.seed!r}"),
             (is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1"),
             (0 < self.learning_rate < 1, "learning_rate must be in (0, 1), e.g. 2e-5 (full) or 1e-4 (adapters)"),
             (is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1"),
@@ -114,15 +121,16 @@ class RunConfig:
         """The training method: `method` if set, else adapter when `adapter_size` is set, else full."""
         return self.method or ("adapter" if self.adapter_size else "full")
 
-    def config_hash(self) -> str:
+    def config_hash(self, data: str | None = None) -> str:
         """What identifies a configuration: every field that changes the result (see the module docstring),
-        plus the data files' content instead of their folder, so fixture and real data never share a folder."""
+        plus the data files' content instead of their folder, so fixture and real data never share a folder.
+        `data`: the data fingerprint when the caller already took it (a run takes it once, at its start)."""
         fields = {}
         for f in dataclasses.fields(self):
             value, rule = getattr(self, f.name), f.metadata.get("hash", "always")
             if rule == "always" or (rule == "unless_default" and value != f.default):
                 fields[f.name] = value
-        fields["data"] = data_fingerprint(self.dataset, self.data_dir)
+        fields["data"] = data or data_fingerprint(self.dataset, self.data_dir)
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
@@ -133,24 +141,3 @@ class RunConfig:
     @property
     def cache_dir(self) -> Path:
         return Path(self.results_dir) / ".cache"
-
-
-_FINGERPRINTS: dict = {}
-
-
-def data_fingerprint(dataset, data_dir) -> str:
-    """A digest of the dataset files' content (cached per path, size and mtime)."""
-    names = [dataset] if isinstance(dataset, str) else list(dataset)
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(name.encode())
-        for path in dataset_files(name, data_dir):
-            if not path.is_file():  # e.g. agnews from the Hub
-                digest.update(b"missing")
-                continue
-            stat = path.stat()
-            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-            if key not in _FINGERPRINTS:
-                _FINGERPRINTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-            digest.update(_FINGERPRINTS[key].encode())
-    return digest.hexdigest()
