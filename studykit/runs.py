@@ -65,10 +65,12 @@ def write_json_atomic(path: Path, obj, lines: bool = False) -> None:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
-    except OSError as err:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"cannot write: {err.strerror}", str(path)) from err
+        if isinstance(err, OSError):
+            raise OSError(err.errno, f"cannot write: {err.strerror}", str(path)) from err
+        raise
 
 
 def check_writable(results_dir) -> None:
@@ -85,13 +87,17 @@ def check_writable(results_dir) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie, killed but not yet reaped by its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, another user's
-        return True
-    return True
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust kill
 
 
 def clean_stale_temporaries(results_dir) -> list[Path]:
