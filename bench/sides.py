@@ -33,30 +33,8 @@ SIDES = {  # name: (label, precision, length grouping); ours' precision is set p
 }
 
 
-# ----------------------------------------------------------------------------- engine names (compat shim)
-# Remove once the redesign lands: it makes `build_loaders`, `label_names` and `sampler_seed` public in
-# studykit.training; until then they are the private `_loaders`, `_label_names` and an inline formula.
-
-def build_loaders(config, encoded, tokenizer, per_device_batch_size, pad_multiple, eval_batch_size):
-    import studykit.training as training
-    loaders = getattr(training, "build_loaders", None) or training._loaders
-    return loaders(config, encoded, tokenizer, per_device_batch_size, pad_multiple, eval_batch_size)
-
-
-def label_names(config):
-    import studykit.training as training
-    return (getattr(training, "label_names", None) or training._label_names)(config)
-
-
-def sampler_seed(config, epoch: int) -> int:
-    import studykit.training as training
-    if hasattr(training, "sampler_seed"):
-        return training.sampler_seed(config, epoch)
-    return config.seed * 1000 + epoch  # training.py, the epoch loop of _train (before the redesign)
-
-
 def labels_of(dataset: str):
-    from studykit.training import RunConfig
+    from studykit.training import RunConfig, label_names
     return label_names(RunConfig("tiny-bert", dataset))
 
 
@@ -83,7 +61,7 @@ def run_ours(job: dict) -> dict:
     """One epoch of the engine over the job's data (a fresh run folder each time)."""
     import torch
     from studykit.modeling import load_model_and_tokenizer
-    from studykit.training import tokenize_dataset, train_run
+    from studykit.training import build_loaders, sampler_seed, tokenize_dataset, train_run
     config = _ours_config(job)
     shutil.rmtree(config.run_dir, ignore_errors=True)
     summary = train_run(config)
@@ -198,7 +176,7 @@ def evaluate_ours(job: dict) -> dict:
     import torch
     from accelerate import Accelerator
     from studykit.modeling import load_model_and_tokenizer
-    from studykit.training import eval_batch_size_for, evaluate, tokenize_dataset
+    from studykit.training import build_loaders, eval_batch_size_for, evaluate, tokenize_dataset
     config = _ours_config(job)
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels_of(job["dataset"])), config.cache_dir)
     encoded = tokenize_dataset(config, tokenizer)
@@ -247,7 +225,7 @@ def prepare_data(job: dict) -> dict:
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from studykit.modeling import load_model_and_tokenizer
-    from studykit.training import tokenize_dataset
+    from studykit.training import sampler_seed, tokenize_dataset
     config = _ours_config(job)
     shutil.rmtree(config.cache_dir / "tokenized", ignore_errors=True)
     times = []

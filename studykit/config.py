@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DATASET_NAMES, DataError, dataset_files
+from .data import DATASET_NAMES, DataError, data_fingerprint
 from .hardware import resolve_precision
 from .runs import RunFolder
 
@@ -71,6 +71,11 @@ class RunConfig:
     lora_alpha: int = _field(16, "LoRA scaling alpha (method=lora)", "unless_default")
 
     def __post_init__(self):
+        if not isinstance(self.dataset, str) and not (
+                isinstance(self.dataset, (list, tuple)) and self.dataset
+                and all(isinstance(n, str) for n in self.dataset) and len(set(self.dataset)) == len(self.dataset)):
+            raise ValueError(f"bad RunConfig for {self.model_name}: dataset must be a name or a non-empty list of "
+                             f"distinct names to merge, got {self.dataset!r}")
         names = [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
         bad = [n for n in names if n not in DATASET_NAMES]
         if bad:
@@ -85,6 +90,8 @@ class RunConfig:
             return isinstance(v, int) and not isinstance(v, bool)
         checks = [
             (is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
+            (not is_int(self.seed) or self.seed >= 0,
+             f"seed must be >= 0 (it names the folder seed<int>), got {self.seed!r}"),
             (is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1"),
             (0 < self.learning_rate < 1, "learning_rate must be in (0, 1), e.g. 2e-5 (full) or 1e-4 (adapters)"),
             (is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1"),
@@ -123,11 +130,12 @@ class RunConfig:
         """The precision this run uses on this machine: `precision`, with "auto" resolved (fp32, bf16, fp16)."""
         return resolve_precision(self.precision)[0]
 
-    def config_hash(self) -> str:
+    def config_hash(self, data: str | None = None) -> str:
         """What identifies a configuration: every field that changes the result (see the module docstring),
         with the precision resolved, plus the data files' content instead of their folder, so fixture and
-        real data never share a folder."""
-        return hash_of_config(self, self.resolved_precision)
+        real data never share a folder. `data`: the data fingerprint when the caller already took it (a run
+        takes it once, at its start)."""
+        return hash_of_config(self, self.resolved_precision, data)
 
     @property
     def run_dir(self) -> Path:
@@ -139,7 +147,7 @@ class RunConfig:
         return Path(self.results_dir) / ".cache"
 
 
-def hash_of_config(config: RunConfig, precision: str) -> str:
+def hash_of_config(config: RunConfig, precision: str, data: str | None = None) -> str:
     """The configuration hash of `config` with `precision` in place of its own; `config_hash` passes the
     resolved one. (Before precision was resolved, "auto" was hashed as the word: tools/migrate_precision_hash.py
     passes "auto" to recognise such runs and moves them.)"""
@@ -149,26 +157,5 @@ def hash_of_config(config: RunConfig, precision: str) -> str:
         if rule == "always" or (rule == "unless_default" and value != f.default):
             fields[f.name] = value
     fields["precision"] = precision
-    fields["data"] = data_fingerprint(config.dataset, config.data_dir)
+    fields["data"] = data or data_fingerprint(config.dataset, config.data_dir)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
-
-
-_FINGERPRINTS: dict = {}
-
-
-def data_fingerprint(dataset, data_dir) -> str:
-    """A digest of the dataset files' content (cached per path, size and mtime)."""
-    names = [dataset] if isinstance(dataset, str) else list(dataset)
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(name.encode())
-        for path in dataset_files(name, data_dir):
-            if not path.is_file():  # e.g. agnews from the Hub
-                digest.update(b"missing")
-                continue
-            stat = path.stat()
-            key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-            if key not in _FINGERPRINTS:
-                _FINGERPRINTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
-            digest.update(_FINGERPRINTS[key].encode())
-    return digest.hexdigest()

@@ -1,55 +1,141 @@
 """Grids of runs: `run_grid` runs many configs in this process (or each across the processes of an
-`accelerate launch`), `launch_grid` starts that from a notebook. Both return one row per config."""
+`accelerate launch`), `launch_grid` starts that from a notebook. Both return one row per config.
+
+Grids on one results folder share the work: a run is claimed (`RunFolder.claim`) before it trains, a run
+another live process has claimed is left to it, and the grid waits for it at the end, so both grids end with
+the full table and every run trains once."""
 from __future__ import annotations
 
 import socket
+import time
 import traceback
 
 import pandas as pd
 import torch
 from accelerate import PartialState, notebook_launcher
+from accelerate.utils import broadcast_object_list
 
-from .runs import RunFolder, check_writable, grid_row
-from .training import progress_bar, train_run
+from .runs import ENVIRONMENT_ERRNOS, RunFolder, check_writable, clean_stale_temporaries, grid_row
+from .training import DataChanged, progress_bar, train_run
 
-__all__ = ["run_grid", "launch_grid"]
+__all__ = ["run_grid", "launch_grid", "failure_record"]
+
+WAIT_POLL_S = 2.0  # how often a grid looks at runs that another process is training
+
+
+def failure_record(err: BaseException) -> dict:
+    """What failed.json records: the error, a short traceback, and `kind`: "environment" (a full disk, a
+    read-only or failing file system, data edited during the run; retried by the next grid) or "run"."""
+    reason = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=5),
+              "kind": "run"}
+    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+        reason.update(kind="environment", errno=err.errno)
+    elif isinstance(err, DataChanged):
+        reason["kind"] = "environment"
+    if isinstance(err, torch.OutOfMemoryError):
+        reason["error"] += (" -- set a smaller per_device_batch_size (gradient accumulation keeps "
+                            "batch_size) or a smaller max_length")
+    return reason
+
+
+def _record_failure(folder: RunFolder, reason: dict) -> None:
+    """Write failed.json; where even that fails (disk full), say so and go on: the run stays not finished."""
+    try:
+        folder.write_failed(reason)
+    except OSError as err:
+        print(f"could not record the failure: {err}", flush=True)
+    print(f"run failed: {folder.path}: {reason['error']}", flush=True)
+
+
+def _on_main(state, decide):
+    """`decide()` on the main process, its result on every process (all take the same branch)."""
+    value = [decide() if state.is_main_process else None]
+    if state.num_processes > 1:
+        broadcast_object_list(value)
+    return value[0]
+
+
+def _claim(state, folder: RunFolder) -> str:
+    """"train" (claimed by us), "done" (finished meanwhile) or "elsewhere" (another process holds it)."""
+    def decide():
+        try:
+            if not folder.claim():
+                return "elsewhere"
+        except OSError as err:  # cannot even write the claim (disk full): the run will fail and say why
+            print(f"could not claim {folder.path}: {err}", flush=True)
+            return "train"
+        if folder.is_done:  # finished by another grid between our look and our claim
+            folder.release()
+            return "done"
+        return "train"
+    return _on_main(state, decide)
 
 
 def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False) -> pd.DataFrame:
     """Run every config not finished yet; a failing run is recorded in failed.json and the grid goes on.
-
-    Returns one row per config (pandas DataFrame) with its status and summary.
-    """
+    Runs another process is training are waited for. Returns one row per config (pandas DataFrame) with its
+    status and summary. Where every run is finished, nothing is written (a read-only copy renders)."""
     configs = list(configs)
     # cpu=True where there is no GPU, as in train_run: a plain PartialState() would not join the process
     # group on CPU, and each of N processes would silently train the whole grid alone.
-    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
-    for results_dir in dict.fromkeys(c.results_dir for c in configs):  # every process: all stop together
-        check_writable(results_dir)  # where no run could be recorded, stop before the first one
-    rows = []
-    for config in progress_bar(configs, desc="grid", disable=not is_main):
-        folder = RunFolder.for_config(config)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    folders = [RunFolder.for_config(c) for c in configs]
+    rows, todo = {}, []
+    for i, (config, folder) in enumerate(zip(configs, folders)):
         row, to_run = grid_row(config, folder, retry_failed)
-        if not to_run:
-            rows.append(row)
-            continue
-        try:
-            rows.append({**row, **train_run(config)})
-        except KeyboardInterrupt:
+        if to_run:
+            todo.append(i)
+        else:
+            rows[i] = row
+    for results_dir in dict.fromkeys(configs[i].results_dir for i in todo):  # every process: all stop together
+        check_writable(results_dir)  # where no run could be recorded, stop before the first one
+        if state.is_main_process:
+            clean_stale_temporaries(results_dir)
+
+    elsewhere = []
+    for i in progress_bar(todo, desc="grid", disable=not state.is_main_process):
+        outcome = _claim(state, folders[i])
+        if outcome == "train":
+            rows[i] = _train_claimed(state, configs[i], folders[i], stop_on_error)
+        elif outcome == "done":
+            rows[i] = grid_row(configs[i], folders[i])[0]
+        else:
+            elsewhere.append(i)
+    if elsewhere and state.is_main_process:
+        print(f"{len(elsewhere)} runs are being trained by another process; waiting for them: "
+              + ", ".join(str(folders[i].path) for i in elsewhere), flush=True)
+    while elsewhere:  # the other process's runs: wait, or take over the ones it abandoned
+        time.sleep(WAIT_POLL_S)
+        still = []
+        for i in elsewhere:
+            row, to_run = _on_main(state, lambda: grid_row(configs[i], folders[i]))
+            outcome = "done" if not to_run else _claim(state, folders[i])
+            if outcome == "train":
+                rows[i] = _train_claimed(state, configs[i], folders[i], stop_on_error)
+            elif outcome == "done":
+                rows[i] = row if not to_run else grid_row(configs[i], folders[i])[0]
+            else:
+                still.append(i)
+        elsewhere = still
+    return pd.DataFrame([rows[i] for i in range(len(configs))])
+
+
+def _train_claimed(state, config, folder: RunFolder, stop_on_error: bool) -> dict:
+    row = grid_row(config, folder, retry_failed=True)[0]
+    try:
+        return {**row, **train_run(config)}
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # recorded, so the morning shows why; the other runs go on
+        if stop_on_error:
             raise
-        except Exception as err:  # recorded, so the morning shows why; the other runs go on
-            if stop_on_error:
-                raise
-            reason = {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                      "traceback": traceback.format_exc(limit=5)}
-            if isinstance(err, torch.OutOfMemoryError):
-                reason["error"] += (" -- set a smaller per_device_batch_size (gradient accumulation keeps "
-                                    "batch_size) or a smaller max_length")
-            if is_main:
-                folder.write_failed(reason)
-                print(f"run failed: {folder.path}: {reason['error']}", flush=True)
-            rows.append({**row, **reason})
-    return pd.DataFrame(rows)
+        reason = failure_record(err)
+        if state.is_main_process:
+            _record_failure(folder, reason)
+        return {**row, **reason}
+    finally:
+        if state.is_main_process:
+            folder.release()
 
 
 def _grid_worker(configs, retry_failed):

@@ -11,7 +11,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from .data import get_dataset, test_overlap_mask
-from .runs import run_folders
+from .runs import dataset_label, run_folders
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
            "plot_curves", "run_label", "method_columns", "describe_ranking", "overlap_effect", "METRICS", "REPORT_CLAIMS", "describe_runs",
@@ -56,9 +56,9 @@ def load_results(results_dir="results", task: str | None = None, include_failed:
         else:
             continue  # started but never finished (e.g. killed): not a result
         config = folder.config()
-        outcome.pop("versions", None)
+        outcome.pop("versions", None), outcome.pop("data_source", None)  # nested: in summary.json
         rows.append({**config, **outcome, **method_columns(config), "method": run_label(config),
-                     "run_dir": str(folder.path)})
+                     "dataset": dataset_label(config["dataset"]), "run_dir": str(folder.path)})
     return pd.DataFrame(rows)
 
 
@@ -81,7 +81,7 @@ def load_metrics(results_dir="results", task: str | None = None) -> pd.DataFrame
             continue
         config = folder.config()
         log = pd.read_json(folder.metrics_path, lines=True)
-        frames.append(log.assign(method=run_label(config), **method_columns(config), dataset=config["dataset"], seed=config["seed"],
+        frames.append(log.assign(method=run_label(config), **method_columns(config), dataset=dataset_label(config["dataset"]), seed=config["seed"],
                                  task=config["task"], model_name=config["model_name"]))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -4,39 +4,73 @@ A run writes `results_dir/<task>/<dataset>/<model>/<config hash>/seed<seed>/`:
 - `config.json`      the full config (written first),
 - `metrics.jsonl`    one JSON object per logged step (train loss) and per evaluation,
 - `predictions.json` the final predicted label of every test example, in the test split's order,
-- `summary.json`     final metrics, speed, memory, hardware; written last, so its presence means "done",
-- `failed.json`      why a run failed (a grid goes on; `retry_failed=True` runs it again).
-Every file is written atomically (temporary file, then rename): readers never see half a file.
+- `summary.json`     final metrics, speed, memory, hardware, the config hash the run trained under and its
+                     data's source; written last, so its presence means "done",
+- `failed.json`      why a run failed (a grid goes on; `retry_failed=True` runs it again; a failure of the
+                     environment, such as a full disk, is retried by the next grid without asking),
+- `.claim`           while a process trains the run: its pid, host and start time (concurrent grids skip it).
+Every file is written atomically (temporary file, then rename): readers never see half a file. A file that
+is unreadable anyway (a merge conflict, a truncated copy) is named in a warning and the run counts as not
+finished, so the next grid trains it again.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
+import shutil
+import socket
+import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data import data_fingerprint
 from .modeling import safe_name
 
-__all__ = ["RunFolder", "write_json_atomic", "check_writable", "run_folders", "grid_row"]
+__all__ = ["RunFolder", "write_json_atomic", "check_writable", "run_folders", "grid_row", "dataset_label",
+           "clean_stale_temporaries", "ENVIRONMENT_ERRNOS", "CLAIM_TIMEOUT_S"]
 
 _SEED_FOLDER = re.compile(r"seed(\d+)")
+# Failures of the machine, not of the run: retried by the next grid without retry_failed.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+# A claim older than this is taken over even if its process may live (another host, a hung job).
+CLAIM_TIMEOUT_S = float(os.environ.get("STUDYKIT_CLAIM_TIMEOUT_S", 24 * 3600))
+# Temporary files left by a dead process are removed at a grid's start once they are this old.
+STALE_TEMP_S = 3600
+_TEMP_NAME = re.compile(r"\.[^/]+\.(\d+)\.tmp|.+\.tmp(\d+)")  # .x.json.PID.tmp, <key>.tmpPID, <model>.tmpPID
+_REQUIRED_SUMMARY = ("status",)
+
+
+def dataset_label(dataset) -> str:
+    """A dataset (a name or a list of names to merge) as one string: `a+b` for a merged dataset."""
+    return dataset if isinstance(dataset, str) else "+".join(dataset)
 
 
 def write_json_atomic(path: Path, obj, lines: bool = False) -> None:
-    """Write JSON (or JSON lines) to a temporary file and rename it: readers never see half a file."""
+    """Write JSON (or JSON lines) to a temporary file and rename it: readers never see half a file.
+    An error (disk full, read-only) names the file and leaves no temporary file behind."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        if lines:
-            f.writelines(json.dumps(r) + "\n" for r in obj)
-        else:
-            json.dump(obj, f, indent=1, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("w") as f:
+            if lines:
+                f.writelines(json.dumps(r) + "\n" for r in obj)
+            else:
+                json.dump(obj, f, indent=1, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise OSError(err.errno, f"cannot write: {err.strerror}", str(path)) from err
+        raise
 
 
 def check_writable(results_dir) -> None:
@@ -52,19 +86,79 @@ def check_writable(results_dir) -> None:
                               "with results_dir=... or RESULTS_DIR") from None
 
 
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie, killed but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust kill
+
+
+def clean_stale_temporaries(results_dir) -> list[Path]:
+    """Remove temporary files and folders (`.x.json.PID.tmp`, `tokenized/<key>.tmpPID`, `models/<name>.tmpPID`)
+    whose process is gone and that are older than an hour; returns what was removed."""
+    removed = []
+    now = time.time()
+    for path in Path(results_dir).rglob("*tmp*"):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if not match:
+            continue
+        try:
+            pid, age = int(match.group(1) or match.group(2)), now - path.lstat().st_mtime
+            if age < STALE_TEMP_S or _pid_alive(pid):
+                continue
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            removed.append(path)
+        except OSError:
+            continue  # gone meanwhile, or read-only: harmless
+    return removed
+
+
+def _read(path: Path):
+    return json.loads(path.read_text())
+
+
+def _read_or_warn(path: Path, kind: type):
+    """The JSON in `path` if it reads as a `kind`, else None with a warning naming the file (missing: None)."""
+    try:
+        value = _read(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        warnings.warn(f"unreadable {path} ({type(err).__name__}: {err}); the run counts as not finished and "
+                      "the next grid trains it again", stacklevel=3)
+        return None
+    if not isinstance(value, kind):
+        warnings.warn(f"unreadable {path}: expected a JSON {kind.__name__}, found {type(value).__name__}; the run "
+                      "counts as not finished and the next grid trains it again", stacklevel=3)
+        return None
+    return value
+
+
 @dataclass(frozen=True)
 class RunFolder:
-    """One run's folder. Build it once per run (`for_config`): the config hash is computed once, and
-    everything the run writes goes to this one folder."""
+    """One run's folder. Build it once per run (`for_config`): the config hash, with the data's content
+    fingerprint, is computed once, and everything the run writes goes to this one folder."""
     path: Path
     config_hash: str | None = None
+    data_fingerprint: str | None = None
 
     @classmethod
     def for_config(cls, config) -> "RunFolder":
-        digest = config.config_hash()
-        dataset = config.dataset if isinstance(config.dataset, str) else "+".join(config.dataset)
-        path = Path(config.results_dir) / config.task / dataset / safe_name(config.model_name) / digest
-        return cls(path / f"seed{config.seed}", digest)
+        fingerprint = data_fingerprint(config.dataset, config.data_dir)
+        digest = config.config_hash(data=fingerprint)
+        root = Path(config.results_dir)
+        path = root / config.task / dataset_label(config.dataset) / safe_name(config.model_name) / digest
+        path = path / f"seed{config.seed}"
+        if not path.resolve().is_relative_to(root.resolve()):  # names are checked; this is the last guard
+            raise ValueError(f"run folder {path} would lie outside results_dir {root}")
+        return cls(path, digest, fingerprint)
 
     # -- paths
     config_path = property(lambda self: self.path / "config.json")
@@ -72,18 +166,55 @@ class RunFolder:
     predictions_path = property(lambda self: self.path / "predictions.json")
     summary_path = property(lambda self: self.path / "summary.json")
     failed_path = property(lambda self: self.path / "failed.json")
+    claim_path = property(lambda self: self.path / ".claim")
 
     # -- state
+    def finished_summary(self) -> dict | None:
+        """The summary of a finished run whose files are all readable, else None (a warning names a bad file)."""
+        if not self.summary_path.exists():
+            return None
+        summary = _read_or_warn(self.summary_path, dict)
+        if summary is None:
+            return None
+        missing = [k for k in _REQUIRED_SUMMARY if k not in summary]
+        if missing or summary["status"] != "finished":
+            warnings.warn(f"incomplete {self.summary_path} (missing {missing or 'status finished'}); the run "
+                          "counts as not finished and the next grid trains it again", stacklevel=2)
+            return None
+        stored = summary.get("config_hash")
+        if self.config_hash and stored and stored != self.config_hash:
+            warnings.warn(f"refusing run {self.path}: it was trained under config hash {stored}, but its folder "
+                          f"says {self.config_hash}", stacklevel=2)
+            return None
+        if _read_or_warn(self.config_path, dict) is None or _read_or_warn(self.predictions_path, list) is None:
+            return None
+        if not self._metrics_readable():
+            return None
+        return summary
+
+    def _metrics_readable(self) -> bool:
+        try:
+            rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+            if rows and all(isinstance(r, dict) for r in rows):
+                return True
+            problem = "no JSON objects"
+        except (OSError, ValueError) as err:
+            problem = f"{type(err).__name__}: {err}"
+        warnings.warn(f"unreadable {self.metrics_path} ({problem}); the run counts as not finished and the next "
+                      "grid trains it again", stacklevel=3)
+        return False
+
     @property
     def is_done(self) -> bool:
-        return self.summary_path.is_file()
+        return self.finished_summary() is not None
 
     @property
     def failed(self) -> dict | None:
-        """The failure record of a run that failed and has not finished since, else None."""
-        if self.is_done or not self.failed_path.is_file():
+        """The failure record of a run that failed and has not finished since, else None (also when the
+        record is unreadable: a warning names it, and the run is tried again)."""
+        if not self.failed_path.exists() or self.is_done:
             return None
-        return _read(self.failed_path)
+        return _read_or_warn(self.failed_path, dict)
 
     # -- reading
     def summary(self) -> dict:
@@ -109,28 +240,88 @@ class RunFolder:
     def write_failed(self, reason: dict) -> None:
         write_json_atomic(self.failed_path, reason)
 
+    # -- claims: concurrent grids on one results folder train each run once
+    def claim(self) -> bool:
+        """Claim the run for this process (atomically: one claimant wins). A claim whose process is gone
+        (same host) or older than CLAIM_TIMEOUT_S is taken over. False: another live process holds it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+        for _ in range(5):
+            try:
+                fd = os.open(self.claim_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._take_over_stale_claim():
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(mine)
+            return True
+        return False
+
+    def release(self) -> None:
+        """Give up this process's claim (a claim of another process is left alone)."""
+        holder = self.claim_holder()
+        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            self.claim_path.unlink(missing_ok=True)
+
+    def claim_holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.claim_path.read_text() or "null")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written this instant, or garbage: judged by its age
+        return holder if isinstance(holder, dict) else {}
+
+    def _take_over_stale_claim(self) -> bool:
+        """Move a stale claim aside; True if the caller should try to claim again."""
+        try:
+            text, age = self.claim_path.read_text(), time.time() - self.claim_path.stat().st_mtime
+        except FileNotFoundError:
+            return True  # released meanwhile
+        holder = self.claim_holder() or {}
+        same_host = holder.get("host") == socket.gethostname()
+        dead = same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
+        if not (dead or age > CLAIM_TIMEOUT_S or (not holder and age > 60)):
+            return False
+        aside = self.path / f".claim.stale.{os.getpid()}"
+        try:
+            os.replace(self.claim_path, aside)
+        except FileNotFoundError:
+            return True
+        if aside.read_text() != text:  # another process took it over first: put its fresh claim back
+            try:
+                os.link(aside, self.claim_path)
+            except FileExistsError:
+                pass
+        aside.unlink(missing_ok=True)
+        return True
+
 
 def grid_row(config, folder: RunFolder, retry_failed: bool = False) -> tuple[dict, bool]:
     """A grid's row for `config`: its identity plus the recorded outcome, and whether it still has to run
-    (not done, and not failed unless `retry_failed`)."""
-    row = {"model_name": config.model_name, "dataset": config.dataset, "seed": config.seed, "task": config.task,
-           "training_method": config.method_name, "adapter_size": config.adapter_size, "run_dir": str(folder.path)}
-    if folder.is_done:
-        return {**row, **folder.summary()}, False
+    (not done, and not failed unless `retry_failed` or the failure was the environment's, e.g. a full disk)."""
+    row = {"model_name": config.model_name, "dataset": dataset_label(config.dataset), "seed": config.seed,
+           "task": config.task, "training_method": config.method_name, "adapter_size": config.adapter_size,
+           "run_dir": str(folder.path)}
+    summary = folder.finished_summary()
+    if summary is not None:
+        return {**row, **summary}, False
     failed = folder.failed
-    if failed is not None and not retry_failed:
+    if failed is not None and not retry_failed and failed.get("kind") != "environment":
         return {**row, **failed, "status": "failed (skipped)"}, False
     return row, True
 
 
 def run_folders(results_dir, task: str | None = None) -> list[RunFolder]:
-    """The run folders under `results_dir` (one task, or all) that hold a config.json. Only folders named
-    exactly `seed<int>` count, so copies such as `seed1.bak` are never read as runs."""
+    """The run folders under `results_dir` (one task, or all) that hold a readable config.json. Only folders
+    named exactly `seed<int>` count, so copies such as `seed1.bak` are never read as runs; a run whose stored
+    config hash disagrees with its folder's name is refused with a warning naming the folder."""
     root = Path(results_dir)
     pattern = f"{task}/*/*/*/seed*/config.json" if task else "*/*/*/*/seed*/config.json"
-    return [RunFolder(p.parent, p.parent.parent.name) for p in sorted(root.glob(pattern))
-            if _SEED_FOLDER.fullmatch(p.parent.name)]
-
-
-def _read(path: Path):
-    return json.loads(path.read_text())
+    folders = []
+    for path in sorted(root.glob(pattern)):
+        if not _SEED_FOLDER.fullmatch(path.parent.name) or _read_or_warn(path, dict) is None:
+            continue
+        folders.append(RunFolder(path.parent, path.parent.parent.name))
+    return folders

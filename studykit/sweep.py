@@ -16,13 +16,13 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import sys
-import traceback
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from .runs import RunFolder, grid_row
+from .grid import failure_record, run_grid
+from .runs import RunFolder, check_writable, clean_stale_temporaries, grid_row
 from .training import progress_bar, train_run
 
 __all__ = ["run_sweep", "default_devices"]
@@ -62,14 +62,31 @@ def _worker(worker_id: int, device, threads: int, log_path: str, jobs, results) 
         if config.num_threads is None and device == "cpu":
             config = dataclasses.replace(config, num_threads=threads)
         results.put(("start", worker_id, index, None))
-        print(f"worker {worker_id} ({device}): run {index} {config.run_dir}", flush=True)
+        folder = RunFolder.for_config(config)
+        try:
+            claimed = folder.claim()
+        except OSError as err:  # cannot write the claim (disk full): the run will fail and say why
+            print(f"could not claim {folder.path}: {err}", flush=True)
+            claimed = True
+        if not claimed or folder.is_done:  # another grid trains it, or just finished it
+            if claimed:
+                folder.release()
+            status = {} if claimed else {"status": "running elsewhere"}
+            results.put(("done", worker_id, index, {**_row(config), **status}))
+            continue
+        print(f"worker {worker_id} ({device}): run {index} {folder.path}", flush=True)
         try:
             row = {**_row(config), **train_run(config), "worker": worker_id, "device": str(device)}
         except Exception as err:  # recorded, so the morning shows why; the other runs go on
-            row = {**_row(config), "status": "failed", "error": f"{type(err).__name__}: {err}",
-                   "traceback": traceback.format_exc(limit=5), "worker": worker_id, "device": str(device)}
-            RunFolder.for_config(config).write_failed({k: row[k] for k in ("status", "error", "traceback")})
-            print(f"run failed: {config.run_dir}: {row['error']}", flush=True)
+            reason = failure_record(err)
+            row = {**_row(config), **reason, "worker": worker_id, "device": str(device)}
+            try:
+                folder.write_failed(reason)
+            except OSError as write_err:
+                print(f"could not record the failure: {write_err}", flush=True)
+            print(f"run failed: {folder.path}: {row['error']}", flush=True)
+        finally:
+            folder.release()
         results.put(("done", worker_id, index, row))
     log.close()
 
@@ -105,6 +122,9 @@ def run_sweep(configs, devices=None, workers: int | None = None, retry_failed: b
         else:
             rows[i] = row
 
+    for results_dir in dict.fromkeys(configs[i].results_dir for i in todo):
+        check_writable(results_dir)  # where no run could be recorded, stop before the first one
+        clean_stale_temporaries(results_dir)
     if todo:
         log_root = Path(log_dir or Path(configs[0].results_dir) / ".sweep")
         log_root.mkdir(parents=True, exist_ok=True)
@@ -151,6 +171,11 @@ def run_sweep(configs, devices=None, workers: int | None = None, retry_failed: b
         for p in procs:
             p.join(timeout=30)
 
+    elsewhere = [i for i in todo if rows[i].get("status") == "running elsewhere"]
+    if elsewhere:  # claimed by another grid: wait for it (or take over what it abandons), as run_grid does
+        print(f"sweep: {len(elsewhere)} runs are being trained by another process; waiting for them", flush=True)
+        for i, row in zip(elsewhere, run_grid([configs[i] for i in elsewhere]).to_dict("records")):
+            rows[i] = row
     for i, config in enumerate(configs):  # duplicates share the result of their first listing
         if i not in rows:
             rows[i] = {**rows[first_of[RunFolder.for_config(config).path]]}
@@ -164,6 +189,9 @@ def _reap_dead(procs, running, configs, rows) -> None:
             continue
         i = running.pop(w)
         reason = {"status": "failed", "error": f"sweep worker {w} exited with code {p.exitcode} during the run",
-                  "traceback": ""}
-        RunFolder.for_config(configs[i]).write_failed(reason)
+                  "traceback": "", "kind": "run"}
+        try:
+            RunFolder.for_config(configs[i]).write_failed(reason)
+        except OSError as err:
+            print(f"could not record the failure: {err}", flush=True)
         rows[i] = {**_row(configs[i]), **reason, "worker": w}

@@ -31,8 +31,8 @@ from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmu
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .adapters import count_parameters
-from .config import RunConfig, data_fingerprint
-from .data import DATASETS, get_dataset
+from .config import RunConfig
+from .data import DATASETS, data_fingerprint, dataset_source, get_dataset
 from .hardware import cpu_name, resolve_precision
 from .meter import SpeedMeter
 from .methods import method_for
@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["RunConfig", "train_run", "run_grid", "launch_grid", "tokenize_dataset", "evaluate",
            "eval_batch_size_for", "build_loaders", "label_names", "sampler_seed", "progress_bar",
-           "TrainingDiverged", "write_json_atomic"]
+           "TrainingDiverged", "DataChanged", "write_json_atomic"]
 
 datasets.disable_progress_bars()          # one progress bar per run is ours; library bars are noise
 transformers.utils.logging.disable_progress_bar()
@@ -69,9 +69,10 @@ def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | No
     The cache lives under `<results_dir>/.cache/tokenized/`, so the runs of a grid after the first
     load it in well under a second instead of tokenizing again.
     """
+    fingerprint = data_fingerprint(config.dataset, config.data_dir)
     key = hashlib.sha256(json.dumps({
         "tokenizer": tokenizer.name_or_path, "vocab": len(tokenizer), "sep": tokenizer.sep_token,
-        "data": data_fingerprint(config.dataset, config.data_dir), "max_length": config.max_length,
+        "data": fingerprint, "max_length": config.max_length,
         "class": type(tokenizer).__name__}, sort_keys=True).encode()).hexdigest()[:16]
     path = config.cache_dir / "tokenized" / key
 
@@ -83,13 +84,18 @@ def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | No
                           batched=True, remove_columns=["text"])
         encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        encoded.save_to_disk(str(tmp))
         try:
+            if data_fingerprint(config.dataset, config.data_dir) != fingerprint:  # never cache text under another key
+                raise DataChanged(f"the data files of {config.dataset} changed while they were read; run again")
+            encoded.save_to_disk(str(tmp))
             tmp.replace(path)
         except OSError:  # a sweep worker beside us finished the same cache first: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
             if not (path / "dataset_dict.json").is_file():
                 raise
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
     _main_process_first(accelerator, build)
     return datasets.load_from_disk(str(path))
 
@@ -160,13 +166,14 @@ def build_loaders(config, encoded, tokenizer, per_device_batch_size: int, pad_mu
     return train_loader, test_loader, generator
 
 
-_loaders, _label_names = build_loaders, label_names  # the old private names, until bench/ moves to the public ones
-
-
 # ----------------------------------------------------------------------------- training
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class DataChanged(RuntimeError):
+    """The data files changed while a run used them: its results would be filed under the wrong data."""
 
 
 def _mixed_precision(precision: str) -> str:
@@ -261,8 +268,9 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     nproc = accelerator.num_processes
     per_device = config.per_device_batch_size or config.batch_size // nproc
     if per_device < 1 or config.batch_size % (per_device * nproc):
+        fits = [d for d in range(1, config.batch_size // nproc + 1) if config.batch_size % (d * nproc) == 0]
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of per-device batch "
-                         f"{per_device} x {nproc} processes; choose per_device_batch_size accordingly")
+                         f"{per_device} x {nproc} processes; choose per_device_batch_size from {fits}")
     accelerator.gradient_accumulation_steps = config.batch_size // (per_device * nproc)
     set_seed(config.seed)  # before the model is built: the classifier head's init depends on it
     labels = label_names(config)
@@ -375,9 +383,11 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
 
 def train_run(config: RunConfig) -> dict:
     """Train one run, or return its summary if it already finished. Only the main process writes files."""
-    folder = RunFolder.for_config(config)  # fixed once: everything below writes here
-    if folder.is_done:
-        return folder.summary()
+    folder = RunFolder.for_config(config)  # hash and data fingerprint taken once: everything below writes here
+    finished = folder.finished_summary()
+    if finished is not None:
+        return finished
+    source = dataset_source(config.dataset, config.data_dir)  # each file's sha256, as the run starts
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: fp32 accuracy is not needed here
@@ -389,7 +399,11 @@ def train_run(config: RunConfig) -> dict:
     t_start = time.perf_counter()
     summary, log, predictions, model = _train(config, accelerator)
     summary["wall_time_s"] = time.perf_counter() - t_start
+    if data_fingerprint(config.dataset, config.data_dir) != folder.data_fingerprint:
+        raise DataChanged(f"the data files of {config.dataset} changed during the run; it is not filed under "
+                          f"{folder.path} (its config hash names the data it started with); run it again")
     summary["config_hash"] = folder.config_hash
+    summary["data_source"] = source
     method = method_for(config)
     if method.weights_file and config.save_adapter and accelerator.is_main_process:
         method.save(model, folder.path / method.weights_file)

@@ -1,4 +1,4 @@
-"""bench/: the FLOP formula, the data subsets, the engine-name shim, the matmul probes, and each mode of
+"""bench/: the FLOP formula, the data subsets, the engine names it replays, the matmul probes, and each mode of
 bench/throughput.py end to end on --quick (tiny model, fixtures). Not timing tests: figures are not checked
 against targets, only that they were measured and reported."""
 import json
@@ -58,13 +58,14 @@ def test_subset_gives_the_requested_training_examples(tmp_path, fixture_data):
         subsets.write_subset(Path(fixture_data), tmp_path, "nope_sup", 1, 1)
 
 
-def test_engine_name_shim_matches_the_engine(tmp_path, fixture_data):
-    """The bench's replay of the engine's sampler: same seed formula, same loaders, same labels."""
+def test_engine_names_the_bench_replays(tmp_path, fixture_data):
+    """The engine's sampler seed and labels, which the bench imports to replay its sampler."""
     from studykit.data import get_dataset
-    from studykit.training import RunConfig
+    from studykit.training import RunConfig, label_names, sampler_seed
     config = RunConfig("tiny-bert", "restaurant_sup", seed=3, data_dir=fixture_data, results_dir=str(tmp_path))
-    assert sides.sampler_seed(config, 2) == 3002
-    labels = sides.label_names(config)
+    assert sampler_seed(config, 2) == 3002
+    assert sides.labels_of("restaurant_sup") == label_names(config)
+    labels = label_names(config)
     assert len(labels) == len(set(get_dataset("restaurant_sup", "[SEP]", fixture_data)["train"]["label"]))
 
 

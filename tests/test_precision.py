@@ -53,7 +53,7 @@ def _fake_run(root, fixture_data, seed, recorded, precision="auto", finished=Tru
     folder.write_config(config)
     if finished:
         folder.write_finished([{"step": 1, "split": "test", "f1_macro": 0.5}], [0, 1],
-                              {"precision": recorded, "f1_macro": 0.5, "steps": 1})
+                              {"status": "finished", "precision": recorded, "f1_macro": 0.5, "steps": 1})
     return config, path
 
 

@@ -12,7 +12,7 @@ from datasets import Dataset
 
 import studykit.data as data_module
 from studykit.data import DataError, data_fingerprint, dataset_source, get_dataset
-from studykit.training import _data_fingerprint
+from studykit.data import dataset_files
 
 SEP = "[SEP]"
 READERS = [("restaurant", "train.json"), ("acl", "train.jsonl"), ("agnews", "test.csv")]
@@ -187,6 +187,16 @@ def test_dataset_source_records_each_file_path_and_content_hash(data):
                                     ("agnews_fs", "agnews", ["test.csv"])]}
     assert source == expected
     json.dumps(source)  # a run summary stores it as JSON
+
+
+def _data_fingerprint(dataset, data_dir):
+    """The engine's fingerprint before it switched to studykit.data's (kept here to pin the folder names)."""
+    digest = hashlib.sha256()
+    for name in [dataset] if isinstance(dataset, str) else dataset:
+        digest.update(name.encode())
+        for path in dataset_files(name, data_dir):
+            digest.update(hashlib.sha256(path.read_bytes()).hexdigest().encode() if path.is_file() else b"missing")
+    return digest.hexdigest()
 
 
 @pytest.mark.parametrize("name", ["restaurant_sup", "acl_fs", "agnews_sup", ["acl_sup", "restaurant_fs"]])

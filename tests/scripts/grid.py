@@ -37,7 +37,8 @@ if __name__ == "__main__":
     frame = run_grid(make_grid(sys.argv[1], sys.argv[2], seeds), stop_on_error=True)
     from accelerate import PartialState
     state = PartialState()
-    print(f"rank {state.process_index} of {state.num_processes}: grid done", flush=True)
+    print(f"rank {state.process_index} of {state.num_processes}: grid done; statuses "
+          + ",".join(f"{seed}:{status}" for seed, status in zip(frame["seed"], frame["status"])), flush=True)
     state.wait_for_everyone()
     if state.use_distributed:
         state.destroy_process_group()  # avoids the rare gloo hang at interpreter exit
