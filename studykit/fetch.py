@@ -163,7 +163,7 @@ def profile_needs(profile: str, tasks=None) -> tuple[list[str], list[str]]:
             raise ValueError(f"unknown profile {profile!r}; valid: {sorted(PROFILES[task])}")
         spec = PROFILES[task][profile]
         models += [m for m in spec["models"] if m not in models]
-        datasets += [d for d in spec["datasets"] if d not in datasets]
+        datasets += [d for d in spec["runs"] if d not in datasets]  # runs: dataset -> its run settings
     return models, datasets
 
 
