@@ -20,7 +20,8 @@ __all__ = ["select_runs", "duplicate_seeds", "DuplicateSeedWarning", "test_label
            "per_class_table", "confusion_matrices", "never_predicted", "class_balance", "majority_level",
            "paired_statistics", "min_wilcoxon_p", "what_seeds_decide", "curve_facts", "describe_curve_facts",
            "describe_collapse", "compare_methods", "describe_comparisons", "what_ran", "settings_beside_report",
-           "METRIC_NAMES", "metric_name", "time_per_epoch"]
+           "METRIC_NAMES", "metric_name", "time_per_epoch", "what_did_not_run", "task2_findings", "task3_findings",
+           "summary_box"]
 
 METRIC_NAMES = {"f1_macro": "macro-F1", "accuracy": "accuracy", "eval_loss": "loss", "loss": "training loss",
                 "f1_micro": "micro-F1"}
@@ -141,6 +142,10 @@ def confusion_matrices(results: pd.DataFrame, data_dir=None) -> dict:
     return out
 
 
+def _seeds(seeds) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+
 def never_predicted(scores: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, method): how many runs never predict at least one class, and which classes (with
     the seeds that never predict each)."""
@@ -151,7 +156,7 @@ def never_predicted(scores: pd.DataFrame) -> pd.DataFrame:
         rows.append({"dataset": dataset, "method": method, "runs": part["run_dir"].nunique(),
                      "runs missing a class": missing["run_dir"].nunique(),
                      "classes never predicted (seeds)": "; ".join(
-                         f"{c} (seed {', '.join(map(str, s))})" for c, s in by_class.items()) or "none"})
+                         f"{c} ({_seeds(s)})" for c, s in by_class.items()) or "none"})
     return pd.DataFrame(rows).set_index(["dataset", "method"])
 
 
@@ -384,3 +389,92 @@ def settings_beside_report(task: str, profile: str = "reference") -> pd.DataFram
         rows.append({"setting": key, profile: _per_dataset(ours), "report (full profile)": _per_dataset(report),
                      "why": "same" if ours == report else _REASONS.get(key, "")})
     return pd.DataFrame(rows).set_index("setting")
+
+
+# --- the notebooks' summary boxes and conclusions -------------------------------------------------------------
+
+def what_did_not_run(results: pd.DataFrame, task: str, profile: str) -> list[str]:
+    """What the study plans but these results lack: the full profile, LoRA, the five seeds (from PROFILES
+    and the runs, so the list empties itself as runs arrive)."""
+    full = PROFILES[task]["full"]
+    missing = []
+    if profile != "full":
+        missing.append(f"the full profile ({', '.join(full['models'])}; seeds {full['seeds'][0]}–{full['seeds'][-1]}; "
+                       f"the report's settings; GPUs): not run in this copy — run it with PROFILE=full")
+    if results.empty or "lora" not in set(results["training_method"]):
+        missing.append("LoRA (implemented: method='lora' through the same engine): no LoRA runs in these results")
+    seeds = results.groupby(["dataset", "method"])["seed"].nunique().min() if not results.empty else 0
+    if seeds < len(full["seeds"]):
+        missing.append(f"{len(full['seeds'])} seeds per cell (the report's count): these runs have {seeds}, "
+                       f"so every interval below is wide (see the statistics section)")
+    return missing
+
+
+def _per_dataset_scores(results: pd.DataFrame, metric: str = "f1_macro") -> str:
+    means = results.groupby(["dataset", "method"])[metric].mean()
+    return "; ".join(f"{d} {v:.3f}" for (d, _), v in means.items())
+
+
+def task2_findings(results: pd.DataFrame, missing: pd.DataFrame, scores: pd.DataFrame | None = None) -> list[str]:
+    """The main findings of Task 2 in a few sentences, from the runs (`missing`: `never_predicted`;
+    `scores`: `per_class_scores`, for each dataset's weakest class)."""
+    if results.empty:
+        return ["No finished runs: nothing to report yet."]
+    lines = []
+    models = sorted(results["model_name"].unique())
+    for dataset, part in results.groupby("dataset"):
+        means = part.groupby("method")["f1_macro"].mean().sort_values(ascending=False)
+        acc = part.groupby("method")["accuracy"].mean()[means.index[0]]
+        text = f"{dataset}: " + (f"{means.index[0]} reaches test macro-F1 {means.iloc[0]:.3f} (accuracy {acc:.3f})"
+                                 if len(means) == 1 else
+                                 f"best {means.index[0]} ({means.iloc[0]:.3f} macro-F1) ahead of {means.index[1]} "
+                                 f"({means.iloc[1]:.3f})")
+        if len(means) > 1:
+            cmp = paired_statistics(part, means.index[1], means.index[0], "f1_macro")
+            text += (f", higher in {cmp['b_wins']} of {cmp['n']} seeds, 95 % t-interval of the difference "
+                     f"{_interval(cmp['ci95'])}")
+        if scores is not None and not scores.empty:
+            best = scores[(scores["dataset"] == dataset) & (scores["method"] == means.index[0])]
+            per_class = best.groupby("class", sort=False)["f1"].mean()
+            if len(per_class):
+                text += f"; its weakest class is {per_class.idxmin()} (F1 {per_class.min():.3f})"
+        gone = missing.loc[dataset] if dataset in missing.index.get_level_values(0) else None
+        if gone is not None:
+            for method, r in gone.iterrows():
+                if r["runs missing a class"]:
+                    who = "it" if len(means) == 1 else method
+                    text += (f"; in {r['runs missing a class']} of {r['runs']} runs {who} never predicts "
+                             f"{r['classes never predicted (seeds)']}")
+        lines.append(text + ".")
+    if len(models) == 1:
+        lines.insert(0, f"Only one model ran ({models[0]}), so which model is best cannot be answered from these "
+                        "runs; they show what full fine-tuning reaches per dataset and where macro-F1 is lost.")
+    return lines
+
+
+def task3_findings(comparisons: pd.DataFrame, cost: pd.DataFrame | None = None) -> list[str]:
+    """The main findings of Task 3: per dataset, each method against full fine-tuning (difference, seeds
+    won, interval), and the share of weights trained (`cost` with trainable_params and total_params)."""
+    if comparisons.empty:
+        return ["No dataset has both full fine-tuning and another method finished: nothing to compare yet."]
+    lines = []
+    for method, part in comparisons.groupby("method"):
+        lost = int((part["seeds lost"] == part["paired seeds"]).sum())
+        decided = part[[lo > 0 or hi < 0 for lo, hi in part["95 % t-interval"]]]
+        text = (f"{method} vs full fine-tuning (test macro-F1): "
+                + "; ".join(f"{r.dataset} {r.difference:+.3f} (lower in {r['seeds lost']} of {r['paired seeds']} "
+                            f"seeds)" for _, r in part.iterrows())
+                + f". It is below full fine-tuning in every seed on {lost} of {len(part)} datasets; the 95 % "
+                  f"t-interval excludes 0 on {len(decided)} of {len(part)}.")
+        lines.append(text)
+    if cost is not None and not cost.empty:
+        share = (cost["trainable_params"] / cost["total_params"]).groupby(level="method").mean()
+        lines.append("Weights trained: " + "; ".join(f"{m} {s:.1%}" for m, s in share.items()) + ".")
+    return lines
+
+
+def summary_box(title: str, ran: str, not_ran: list[str], findings: list[str]) -> str:
+    """The notebook's opening summary as Markdown: what ran, what did not, and the main findings."""
+    return "\n".join([f"### {title}", "", f"**What ran.** {ran}", "", "**What did not run.**",
+                      *[f"- {m}" for m in not_ran or ["nothing: every planned run is here"]], "",
+                      "**Main findings** (generated from the runs below).", *[f"- {f}" for f in findings]])

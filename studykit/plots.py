@@ -65,14 +65,14 @@ def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "t
 
 
 def plot_confusions(matrices: dict, save_to=None):
-    """Confusion matrices (from `confusion_matrices`), one row per dataset and one column per method; cells
+    """Confusion matrices (from `confusion_matrices`), one column per dataset and one row per method; cells
     coloured by the share of each gold class (row), annotated with the mean count over seeds."""
     datasets = sorted({d for d, _ in matrices})
     methods = sorted({m for _, m in matrices})
-    fig, axes = plt.subplots(len(datasets), len(methods), squeeze=False,
-                             figsize=(4.2 * len(methods), 3.6 * len(datasets)))
-    for i, dataset in enumerate(datasets):
-        for j, method in enumerate(methods):
+    fig, axes = plt.subplots(len(methods), len(datasets), squeeze=False,
+                             figsize=(4.2 * len(datasets), 3.9 * len(methods)))
+    for j, dataset in enumerate(datasets):
+        for i, method in enumerate(methods):
             ax = axes[i][j]
             if (dataset, method) not in matrices:
                 ax.axis("off")
