@@ -21,7 +21,7 @@ __all__ = ["select_runs", "duplicate_seeds", "DuplicateSeedWarning", "test_label
            "paired_statistics", "min_wilcoxon_p", "what_seeds_decide", "curve_facts", "describe_curve_facts",
            "describe_collapse", "compare_methods", "describe_comparisons", "what_ran", "settings_beside_report",
            "METRIC_NAMES", "metric_name", "time_per_epoch", "what_did_not_run", "task2_findings", "task3_findings",
-           "summary_box"]
+           "summary_box", "adapter_share"]
 
 METRIC_NAMES = {"f1_macro": "macro-F1", "accuracy": "accuracy", "eval_loss": "loss", "loss": "training loss",
                 "f1_micro": "micro-F1"}
@@ -153,8 +153,11 @@ def never_predicted(scores: pd.DataFrame) -> pd.DataFrame:
     for (dataset, method), part in scores.groupby(["dataset", "method"], sort=True):
         missing = part[part["predicted"] == 0]
         by_class = missing.groupby("class", sort=False)["seed"].apply(lambda s: sorted(s.tolist()))
+        classes_predicted = part[part["predicted"] > 0].groupby(["run_dir", "seed"])["class"].apply(list)
+        single = sorted((seed, names[0]) for (_, seed), names in classes_predicted.items() if len(names) == 1)
         rows.append({"dataset": dataset, "method": method, "runs": part["run_dir"].nunique(),
                      "runs missing a class": missing["run_dir"].nunique(),
+                     "runs predicting one class only": "; ".join(f"seed {s}: only {c}" for s, c in single) or "none",
                      "classes never predicted (seeds)": "; ".join(
                          f"{c} ({_seeds(s)})" for c, s in by_class.items()) or "none"})
     return pd.DataFrame(rows).set_index(["dataset", "method"])
@@ -220,12 +223,14 @@ def what_seeds_decide(n: int) -> str:
             f"exact Wilcoxon test over {n} pairs cannot go below p = {min_wilcoxon_p(n):.4g} even when one method "
             f"wins every seed, so it {'cannot' if min_wilcoxon_p(n) > 0.05 else 'can'} reach 0.05. "
             f"Seeds won is the plainest evidence at this size; an interval that includes 0 means 'not decided', "
-            f"not 'equal'.")
+            f"not 'equal'." + (f" A bootstrap over {n} differences only resamples those {n} numbers: its interval "
+                               f"is narrower than the t-interval and under-covers; read it as descriptive."
+                               if n < 10 else ""))
 
 
 def compare_methods(results: pd.DataFrame, metric: str = "f1_macro") -> pd.DataFrame:
     """Each method against full fine-tuning of the same model on the same dataset (paired by seed), one row
-    per (dataset, method): the means, the difference with its 95 % t- and bootstrap intervals, seeds won
+    per (dataset, method): the means, the difference with its 95 % t- and bootstrap intervals (low, high), seeds won
     and lost, and the Wilcoxon p-value. Methods are told apart by the runs' config columns."""
     rows = []
     for (dataset, model), part in results.groupby(["dataset", "model_name"]):
@@ -237,8 +242,9 @@ def compare_methods(results: pd.DataFrame, metric: str = "f1_macro") -> pd.DataF
                 rows.append({"dataset": dataset, "method": other, "baseline": base,
                              f"{metric} method": part.loc[part.method == other, metric].mean(),
                              f"{metric} baseline": part.loc[part.method == base, metric].mean(),
-                             "difference": s["mean_diff"], "95 % t-interval": s["ci95"],
-                             "95 % bootstrap": s["bootstrap_ci95"], "paired seeds": s["n"],
+                             "difference": s["mean_diff"], "t low": s["ci95"][0], "t high": s["ci95"][1],
+                             "bootstrap low": s["bootstrap_ci95"][0], "bootstrap high": s["bootstrap_ci95"][1],
+                             "paired seeds": s["n"],
                              "seeds won": s["b_wins"], "seeds lost": s["b_losses"],
                              "Wilcoxon p": s["wilcoxon_p"], "lowest possible p": s["wilcoxon_min_p"]})
     return pd.DataFrame(rows)
@@ -253,7 +259,7 @@ def describe_comparisons(comparisons: pd.DataFrame, metric: str = "f1_macro") ->
     decides."""
     lines = []
     for _, r in comparisons.iterrows():
-        low, high = r["95 % t-interval"]
+        low, high = r["t low"], r["t high"]
         if r["paired seeds"] < 2:
             verdict = "too few paired seeds to decide"
         elif low > 0 or high < 0:
@@ -263,7 +269,7 @@ def describe_comparisons(comparisons: pd.DataFrame, metric: str = "f1_macro") ->
         lines.append(
             f"{r['dataset']}: {r['method']} {r[f'{metric} method']:.3f} vs {r['baseline']} "
             f"{r[f'{metric} baseline']:.3f} {metric_name(metric)}; difference {r['difference']:+.3f}, 95 % "
-            f"t-interval {_interval(r['95 % t-interval'])}; higher in {r['seeds won']} and lower in "
+            f"t-interval {_interval((low, high))}; higher in {r['seeds won']} and lower in "
             f"{r['seeds lost']} of {r['paired seeds']} seeds; {verdict}.")
     return lines
 
@@ -323,8 +329,11 @@ def describe_collapse(missing: pd.DataFrame) -> list[str]:
     lines = []
     for (dataset, method), r in missing.iterrows():
         if r["runs missing a class"]:
-            lines.append(f"{dataset}, {method}: {r['runs missing a class']} of {r['runs']} runs never predict "
-                         f"some class: {r['classes never predicted (seeds)']}.")
+            text = (f"{dataset}, {method}: {r['runs missing a class']} of {r['runs']} runs never predict some "
+                    f"class: {r['classes never predicted (seeds)']}")
+            if r.get("runs predicting one class only", "none") != "none":
+                text += f"; predicting a single class: {r['runs predicting one class only']}"
+            lines.append(text + ".")
     return lines or ["Every run predicts every class at least once."]
 
 
@@ -460,7 +469,7 @@ def task3_findings(comparisons: pd.DataFrame, cost: pd.DataFrame | None = None) 
     lines = []
     for method, part in comparisons.groupby("method"):
         lost = int((part["seeds lost"] == part["paired seeds"]).sum())
-        decided = part[[lo > 0 or hi < 0 for lo, hi in part["95 % t-interval"]]]
+        decided = part[(part["t low"] > 0) | (part["t high"] < 0)]
         text = (f"{method} vs full fine-tuning (test macro-F1): "
                 + "; ".join(f"{r.dataset} {r.difference:+.3f} (lower in {r['seeds lost']} of {r['paired seeds']} "
                             f"seeds)" for _, r in part.iterrows())
@@ -469,7 +478,7 @@ def task3_findings(comparisons: pd.DataFrame, cost: pd.DataFrame | None = None) 
         lines.append(text)
     if cost is not None and not cost.empty:
         share = (cost["trainable_params"] / cost["total_params"]).groupby(level="method").mean()
-        lines.append("Weights trained: " + "; ".join(f"{m} {s:.1%}" for m, s in share.items()) + ".")
+        lines.append("Weights trained: " + "; ".join(f"{m} {100 * s:.1f} %" for m, s in share.items()) + ".")
     return lines
 
 
@@ -478,3 +487,27 @@ def summary_box(title: str, ran: str, not_ran: list[str], findings: list[str]) -
     return "\n".join([f"### {title}", "", f"**What ran.** {ran}", "", "**What did not run.**",
                       *[f"- {m}" for m in not_ran or ["nothing: every planned run is here"]], "",
                       "**Main findings** (generated from the runs below).", *[f"- {f}" for f in findings]])
+
+
+def adapter_share(model_config, adapter_size: int, num_labels: int) -> dict:
+    """Where an adapter model's trainable share comes from, counted on the architecture built on the meta
+    device (no weights): layers L, width d, adapter, LayerNorm, head and embedding parameters, and the
+    percentage trained. The share grows with m/d (adapters ~4·m·d per layer against ~12·d² for the layer),
+    shrinks with the embedding table, and includes the classification head (RoBERTa's has a d×d dense layer,
+    BERT's is one linear layer on the frozen pooler)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from .adapters import add_adapters, count_parameters
+
+    config = model_config.__class__.from_dict(model_config.to_dict())
+    config.num_labels = num_labels
+    with torch.device("meta"):
+        model = add_adapters(AutoModelForSequenceClassification.from_config(config), adapter_size)
+    counts = count_parameters(model)
+    parts = {k: v["total"] for k, v in counts["by_component"].items()}
+    return {"layers L": config.num_hidden_layers, "width d": config.hidden_size, "bottleneck m": adapter_size,
+            "adapter params": parts.get("adapters", 0), "LayerNorm params": parts.get("layer_norm", 0),
+            "head params": parts.get("head", 0), "trainable params": counts["trainable"],
+            "total params": counts["total"], "embedding share of total %": 100 * parts.get("embeddings", 0) / counts["total"],
+            "trainable %": counts["percent_trainable"]}
