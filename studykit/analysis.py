@@ -314,8 +314,10 @@ def describe_curve_facts(facts: pd.DataFrame) -> list[str]:
         never = int(part["never left majority level"].sum())
         gain = part["last-epoch gain"]
         rising = int((gain > 0).sum())
-        text = (f"{dataset}, {method}: test macro-F1 stayed at the majority-class level "
-                f"({part['majority level'].iloc[0]:.3f}) for {flat.min():.1f}–{flat.max():.1f} of "
+        level = f"the majority-class level ({part['majority level'].iloc[0]:.3f})"
+        span = f"{flat.min():.1f}" if flat.min() == flat.max() else f"{flat.min():.1f}–{flat.max():.1f}"
+        text = (f"{dataset}, {method}: test macro-F1 was above {level} from the first evaluation"
+                if flat.max() == 0 else f"{dataset}, {method}: test macro-F1 stayed at {level} for {span} of "
                 f"{part['epochs'].max():.0f} epochs")
         text += f", and never left it in {never} of {n} seeds" if never else ""
         text += (f"; over the last epoch it rose by {gain.mean():+.3f} on average (rising in {rising} of {n} "

@@ -208,6 +208,8 @@ def test_curve_facts_measure_time_at_majority_level_and_the_last_epoch_gain():
     text = utils.describe_curve_facts(facts.reset_index())[0]
     assert "majority-class level (0.100) for 1.5–3.0 of 3 epochs" in text
     assert "never left it in 1 of 2 seeds" in text and "rising in 1 of 2 seeds" in text
+    early = utils.describe_curve_facts(utils.curve_facts(_curve(1, [0.3, 0.4, 0.5]), {"d": 0.1}))[0]
+    assert "above the majority-class level (0.100) from the first evaluation" in early
 
 
 def test_plot_curves_colours_by_method_names_metrics_and_has_a_legend_per_panel():
