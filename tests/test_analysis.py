@@ -244,3 +244,30 @@ def test_what_ran_and_what_did_not():
     assert any("these runs have 3" in m for m in missing)
     box = utils.summary_box("S", utils.what_ran(results), missing, ["f"])
     assert box.startswith("### S") and "- f" in box
+
+
+def test_tables_and_curves_of_one_config_from_run_folders(fixture_data, tmp_path):
+    # Two settings of one model and dataset (same label: model, method, lr), as after EPOCHS=1 then EPOCHS=3:
+    # selecting by config keeps them apart, and the curves follow the selected runs' folders.
+    from studykit.runs import RunFolder
+
+    def finish(config, f1):
+        folder = RunFolder.for_config(config)
+        folder.write_config(config)
+        log = [{"step": 1, "epoch": 1.0, "split": "test", "f1_macro": f1, "accuracy": f1}]
+        folder.write_finished(log, [0] * 48, {"f1_macro": f1, "accuracy": f1, "eval_loss": 1.0, "hardware": "cpu",
+                                              "train_time_s": 1.0, "status": "finished"})
+    one = [_config(fixture_data, tmp_path, seed=s, epochs=1) for s in (1, 2)]
+    three = [_config(fixture_data, tmp_path, seed=s, epochs=3) for s in (1, 2)]
+    for c in one:
+        finish(c, 0.1)
+    for c in three:
+        finish(c, 0.9)
+    results = utils.load_results(tmp_path, task="task2")
+    assert len(results) == 4 and results["method"].nunique() == 1  # the label cannot tell them apart
+    chosen = utils.select_runs(results, three)
+    assert len(chosen) == 2 and set(chosen["f1_macro"]) == {0.9}
+    metrics = utils.load_metrics(tmp_path, task="task2")
+    curves = metrics[metrics["run_dir"].isin(chosen["run_dir"])]
+    assert len(curves) == 2 and set(curves["f1_macro"]) == {0.9}
+    assert set(curves["config_hash"]) == {three[0].config_hash()}
