@@ -452,8 +452,10 @@ def task2_findings(results: pd.DataFrame, missing: pd.DataFrame, scores: pd.Data
                                  f"({means.iloc[1]:.3f})")
         if len(means) > 1:
             cmp = paired_statistics(part, means.index[1], means.index[0], "f1_macro")
+            low, high = cmp["ci95"]
+            decided = ("beyond seed noise" if low > 0 or high < 0 else "not decided by these seeds")
             text += (f", higher in {cmp['b_wins']} of {cmp['n']} seeds, 95 % t-interval of the difference "
-                     f"{_interval(cmp['ci95'])}")
+                     f"{_interval(cmp['ci95'])}: {decided}")
         if scores is not None and not scores.empty:
             best = scores[(scores["dataset"] == dataset) & (scores["method"] == means.index[0])]
             per_class = best.groupby("class", sort=False)["f1"].mean()
