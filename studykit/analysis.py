@@ -21,7 +21,7 @@ __all__ = ["select_runs", "duplicate_seeds", "DuplicateSeedWarning", "test_label
            "paired_statistics", "min_wilcoxon_p", "what_seeds_decide", "curve_facts", "describe_curve_facts",
            "describe_collapse", "compare_methods", "describe_comparisons", "what_ran", "settings_beside_report",
            "METRIC_NAMES", "metric_name", "time_per_epoch", "what_did_not_run", "task2_findings", "task3_findings",
-           "summary_box", "adapter_share"]
+           "summary_box", "adapter_share", "describe_time_per_epoch"]
 
 METRIC_NAMES = {"f1_macro": "macro-F1", "accuracy": "accuracy", "eval_loss": "loss", "loss": "training loss",
                 "f1_micro": "micro-F1"}
@@ -525,3 +525,13 @@ def adapter_share(model_config, adapter_size: int, num_labels: int) -> dict:
             "head params": parts.get("head", 0), "trainable params": counts["trainable"],
             "total params": counts["total"], "embedding share of total %": 100 * parts.get("embeddings", 0) / counts["total"],
             "trainable %": counts["percent_trainable"]}
+
+
+def describe_time_per_epoch(table: pd.DataFrame) -> list[str]:
+    """Sentences from `time_per_epoch`: the seconds per epoch with and without the test evaluations."""
+    lines = []
+    for (dataset, method), r in table.iterrows():
+        train, total = r["s/epoch, training only"], r["s/epoch incl. evaluations"]
+        lines.append(f"{dataset}, {method}: {train:.3g} s per epoch of training, {total:.3g} s with the test "
+                     f"evaluations ({total / train - 1:+.0%}); {r['training examples/s']:.3g} training examples/s.")
+    return lines

@@ -271,3 +271,13 @@ def test_tables_and_curves_of_one_config_from_run_folders(fixture_data, tmp_path
     curves = metrics[metrics["run_dir"].isin(chosen["run_dir"])]
     assert len(curves) == 2 and set(curves["f1_macro"]) == {0.9}
     assert set(curves["config_hash"]) == {three[0].config_hash()}
+
+
+def test_time_per_epoch_with_and_without_evaluation():
+    results = pd.DataFrame([{"dataset": "d", "method": "m", "train_time_s": 300.0, "epochs_run": 3,
+                             "time_per_epoch_s": 150.0, "train_samples_per_s": 20.0}])
+    table = utils.time_per_epoch(results)
+    assert table.loc[("d", "m"), "s/epoch, training only"] == 100.0
+    assert table.loc[("d", "m"), "s/epoch incl. evaluations"] == 150.0
+    assert utils.describe_time_per_epoch(table) == [
+        "d, m: 100 s per epoch of training, 150 s with the test evaluations (+50%); 20 training examples/s."]
