@@ -1,6 +1,7 @@
 """Run a study grid from the shell; the same code the notebooks call.
 
     python train.py task2 --profile fast                       # one process (CPU or one GPU)
+    python train.py fetch --profile full                       # on a machine with network: models and data
     python train.py task3 --profile reference --epochs 1 --seeds 1   # any RunConfig field overrides the profile
     accelerate launch --multi_gpu --num_processes 8 train.py task2 --profile full   # DDP, one run at a time
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py task2 --profile fast
@@ -18,7 +19,9 @@ from typing import Optional
 from accelerate import PartialState
 from transformers import HfArgumentParser
 
+from studykit.cli import grid_report
 from studykit.config import RunConfig
+from studykit.fetch import main as fetch_main
 from studykit.grid import run_grid
 from studykit.profiles import PROFILES, study_configs
 
@@ -56,16 +59,20 @@ def main(argv=None):
     parser = HfArgumentParser((Study, Overrides), description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fetch"]:  # `train.py fetch --profile full`: models and data for offline compute nodes
+        return fetch_main(argv[1:])
     if argv and not argv[0].startswith("-"):
         argv = ["--task", *argv]  # the task as the first word, as before: `train.py task2 ...`
     study, overrides = parser.parse_args_into_dataclasses(args=argv)
     configs = study_configs(study.task, study.profile, models=study.models, datasets=study.datasets,
                             seeds=study.seeds, **dataclasses.asdict(overrides))
     table = run_grid(configs, retry_failed=study.retry_failed)
+    text, code = grid_report(table)
     if PartialState().is_main_process:
-        print(table[["dataset", "model_name", "seed", "status", "accuracy", "f1_macro"]].to_string())
+        print(text)
     PartialState().destroy_process_group()  # avoids a rare gloo hang at exit
+    return code if PartialState().is_main_process else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

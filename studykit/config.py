@@ -3,6 +3,8 @@
 Each field carries a one-line `help` in its metadata (`python train.py --help` prints them) and says how
 it enters the configuration hash: `hash="always"` (default), `hash="never"` (seed, paths, speed knobs),
 or `hash="unless_default"` (fields added later: left out at their default, so older runs keep their hash).
+`precision` enters resolved (`"auto"` as the precision it picks on this machine), so a run's folder says what
+precision it ran in; an explicit precision hashes as it always did.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DATASET_NAMES, DataError, dataset_files
+from .hardware import resolve_precision
 from .runs import RunFolder
 
 __all__ = ["RunConfig", "PRECISIONS", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
@@ -49,7 +52,8 @@ class RunConfig:
         None, "examples per device and micro-step; None: batch_size / processes; smaller: gradient accumulation")
     eval_batch_size: int | None = _field(
         None, "evaluation batch per device; None: 256 on a GPU, 32 on CPU", "never")
-    precision: str = _field("auto", "auto (bf16 on GPUs that support it, else fp16; fp32 on CPU), fp32, bf16, fp16")
+    precision: str = _field("auto", "auto (GPU: bf16 if supported, else fp16; CPU: bf16 autocast where the CPU "
+                                    "has AVX-512 BF16 or AMX, else fp32), fp32, bf16, fp16")
     group_by_length: bool = _field(True, "batches of similar length: less padding (the HF Trainer's sampler)")
     adapter_size: int | None = _field(None, "Houlsby adapter bottleneck size; None: no adapters")
     adapter_train_layer_norm: bool = _field(True, "adapter runs also train the LayerNorms (as adapter-bert)")
@@ -114,16 +118,16 @@ class RunConfig:
         """The training method: `method` if set, else adapter when `adapter_size` is set, else full."""
         return self.method or ("adapter" if self.adapter_size else "full")
 
+    @property
+    def resolved_precision(self) -> str:
+        """The precision this run uses on this machine: `precision`, with "auto" resolved (fp32, bf16, fp16)."""
+        return resolve_precision(self.precision)[0]
+
     def config_hash(self) -> str:
         """What identifies a configuration: every field that changes the result (see the module docstring),
-        plus the data files' content instead of their folder, so fixture and real data never share a folder."""
-        fields = {}
-        for f in dataclasses.fields(self):
-            value, rule = getattr(self, f.name), f.metadata.get("hash", "always")
-            if rule == "always" or (rule == "unless_default" and value != f.default):
-                fields[f.name] = value
-        fields["data"] = data_fingerprint(self.dataset, self.data_dir)
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+        with the precision resolved, plus the data files' content instead of their folder, so fixture and
+        real data never share a folder."""
+        return hash_of_config(self, self.resolved_precision)
 
     @property
     def run_dir(self) -> Path:
@@ -133,6 +137,20 @@ class RunConfig:
     @property
     def cache_dir(self) -> Path:
         return Path(self.results_dir) / ".cache"
+
+
+def hash_of_config(config: RunConfig, precision: str) -> str:
+    """The configuration hash of `config` with `precision` in place of its own; `config_hash` passes the
+    resolved one. (Before precision was resolved, "auto" was hashed as the word: tools/migrate_precision_hash.py
+    passes "auto" to recognise such runs and moves them.)"""
+    fields = {}
+    for f in dataclasses.fields(config):
+        value, rule = getattr(config, f.name), f.metadata.get("hash", "always")
+        if rule == "always" or (rule == "unless_default" and value != f.default):
+            fields[f.name] = value
+    fields["precision"] = precision
+    fields["data"] = data_fingerprint(config.dataset, config.data_dir)
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
 _FINGERPRINTS: dict = {}

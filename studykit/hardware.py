@@ -4,10 +4,11 @@ Nothing here runs at import time and nothing needs Linux, so the package imports
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
-__all__ = ["cpu_name", "cpu_supports_bf16", "describe_hardware"]
+__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "describe_hardware"]
 
 
 def cpu_name() -> str:
@@ -25,12 +26,34 @@ def cpu_supports_bf16() -> bool:
     Without one of them oneDNN emulates bf16 in fp32, which is slower than plain fp32; so False there.
     The `torch.cpu._is_*` probes are private but are what torch itself uses; a torch without them says False.
     """
+    return bool(_cpu_bf16_features())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16_features() -> tuple[str, ...]:
     import torch
 
     if not torch.backends.mkldnn.is_available():
-        return False
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(probe() for probe in probes if probe is not None)
+        return ()
+    names = {"_is_avx512_bf16_supported": "AVX-512 BF16", "_is_amx_tile_supported": "AMX"}
+    return tuple(label for name, label in names.items() if getattr(torch.cpu, name, lambda: False)())
+
+
+def resolve_precision(precision: str) -> tuple[str, str]:
+    """The precision a run uses on this machine, and why: `"auto"` becomes bf16 on GPUs that support it
+    (else fp16), bf16 autocast on CPUs with native bf16 (else fp32); an explicit precision stays as it is."""
+    if precision != "auto":
+        return precision, "set explicitly"
+    import torch
+
+    if torch.cuda.is_available():
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "auto: GPU supports bf16"
+        return "fp16", "auto: GPU without bf16"
+    features = _cpu_bf16_features()
+    if features:
+        return "bf16", f"auto: CPU supports {' and '.join(features)}"
+    return "fp32", "auto: CPU without native bf16 (no AVX-512 BF16 or AMX; emulated bf16 is slower than fp32)"
 
 
 def describe_hardware() -> str:

