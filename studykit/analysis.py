@@ -374,7 +374,8 @@ _REASONS = {
         "epochs": "the 2-core CPU budget; acl gets more epochs because its 1,688 training examples give few steps",
         "batch_size": "CPU time per step; acl uses 16 so that its small training split gives enough steps",
         "evals_per_epoch": "each test evaluation for the curves costs CPU time",
-        "precision": "a CPU trains in fp32; on GPUs `auto` is bf16 (fp16 where bf16 is missing)",
+        "precision": "the committed runs are fp32 (their folders are named by it); `auto` is bf16 on GPUs and "
+                     "on CPUs with native bf16",
     },
     "fast": {
         "learning_rate": "a randomly initialized tiny model needs a large step",
