@@ -219,7 +219,7 @@ def what_seeds_decide(n: int) -> str:
         return f"With {n} paired seed nothing can be decided about seed noise."
     t = stats.t.ppf(0.975, n - 1)
     return (f"With {n} paired seeds the 95 % t-interval is ±{t:.2f} standard errors wide (t with {n - 1} "
-            f"degrees of freedom), so only a difference large against its seed-to-seed spread excludes 0; an "
+            f"degree{'s' if n > 2 else ''} of freedom), so only a difference large against its seed-to-seed spread excludes 0; an "
             f"exact Wilcoxon test over {n} pairs cannot go below p = {min_wilcoxon_p(n):.4g} even when one method "
             f"wins every seed, so it {'cannot' if min_wilcoxon_p(n) > 0.05 else 'can'} reach 0.05. "
             f"Seeds won is the plainest evidence at this size; an interval that includes 0 means 'not decided', "
