@@ -2,6 +2,7 @@
 
     python train.py task2 --profile fast                       # one process (CPU or one GPU)
     python train.py fetch --profile full                       # on a machine with network: models and data
+    python train.py task2 --profile full --plan                # what fits which GPU, before a grid starts
     python train.py task3 --profile reference --epochs 1 --seeds 1   # any RunConfig field overrides the profile
     accelerate launch --multi_gpu --num_processes 8 train.py task2 --profile full   # DDP, one run at a time
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 train.py task2 --profile fast
@@ -23,6 +24,7 @@ from studykit.cli import grid_report
 from studykit.config import RunConfig
 from studykit.fetch import main as fetch_main
 from studykit.grid import run_grid
+from studykit.memory import plan_study
 from studykit.profiles import PROFILES, study_configs
 
 _CHOSEN_BY_PROFILE = ("model_name", "dataset", "seed", "task")
@@ -37,6 +39,9 @@ class Study:
     datasets: Optional[list[str]] = dataclasses.field(default=None, metadata={"help": "datasets (default: the profile's)"})
     seeds: Optional[list[int]] = dataclasses.field(default=None, metadata={"help": "seeds (default: the profile's)"})
     retry_failed: bool = dataclasses.field(default=False, metadata={"help": "run failed runs again"})
+    plan: bool = dataclasses.field(default=False, metadata={
+        "help": "print the memory plan of this grid (peak memory per GPU at each cell's batch and the data's longest "
+                "batch, the largest per_device_batch_size that fits 8/24/40/80 GiB cards) and exit without training"})
 
 
 def _optional(kind):
@@ -66,6 +71,9 @@ def main(argv=None):
     study, overrides = parser.parse_args_into_dataclasses(args=argv)
     configs = study_configs(study.task, study.profile, models=study.models, datasets=study.datasets,
                             seeds=study.seeds, **dataclasses.asdict(overrides))
+    if study.plan:
+        print(plan_study(configs).to_string())
+        return 0
     table = run_grid(configs, retry_failed=study.retry_failed)
     text, code = grid_report(table)
     if PartialState().is_main_process:

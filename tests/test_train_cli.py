@@ -44,3 +44,11 @@ def test_fetch_is_a_subcommand(capsys):
     except SystemExit as done:
         assert done.code == 0
     assert "Fetch once, run offline" in capsys.readouterr().out
+
+
+def test_plan_prints_what_fits_and_trains_nothing(tmp_path, capsys):
+    code = train.main(["task2", "--profile", "fast", "--models", "tiny-bert", "--datasets", "restaurant_sup",
+                       "--seeds", "1", "--results_dir", str(tmp_path / "results"), "--plan"])
+    out = capsys.readouterr().out
+    assert code == 0 and "full fine-tuning" in out and "max per-device batch" in out
+    assert not (tmp_path / "results" / "task2").exists()
