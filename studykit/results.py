@@ -4,17 +4,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from .data import get_dataset, test_overlap_mask
+from .progress import format_duration
 from .runs import dataset_label, run_folders
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
-           "plot_curves", "run_label", "method_columns", "describe_ranking", "overlap_effect", "METRICS", "REPORT_CLAIMS", "describe_runs",
+           "run_label", "method_columns", "describe_ranking", "overlap_effect", "METRICS", "REPORT_CLAIMS", "describe_runs",
            "check_claims"]
 
 # Micro-F1 is left out of the tables: for single-label classification it equals accuracy (it stays in the
@@ -67,22 +67,24 @@ def describe_runs(results: pd.DataFrame) -> str:
     executing the notebook may not be the one that trained: finished runs are reused)."""
     if results.empty:
         return "no finished runs"
-    hours = results["train_time_s"].sum() / 3600
     return (f"{len(results)} runs, produced on: {'; '.join(sorted(results['hardware'].unique()))}; "
-            f"training time (evaluation excluded) {hours:.2f} h in all, "
-            f"{results['train_time_s'].mean() / 60:.1f} min per run on average")
+            f"training time (evaluation excluded) {format_duration(results['train_time_s'].sum())} in all, "
+            f"{format_duration(results['train_time_s'].mean())} per run on average")
 
 
 def load_metrics(results_dir="results", task: str | None = None) -> pd.DataFrame:
-    """The metrics logs of all finished runs, long format, with the run's method, dataset and seed."""
+    """The metrics logs of all finished runs, long format, with the run's method, dataset, seed and folder
+    (select the curves of a table's runs with `metrics[metrics.run_dir.isin(results.run_dir)]`)."""
     frames = []
     for folder in run_folders(results_dir, task):
         if not folder.is_done:
             continue
         config = folder.config()
         log = pd.read_json(folder.metrics_path, lines=True)
-        frames.append(log.assign(method=run_label(config), **method_columns(config), dataset=dataset_label(config["dataset"]), seed=config["seed"],
-                                 task=config["task"], model_name=config["model_name"]))
+        frames.append(log.assign(method=run_label(config), **method_columns(config),
+                                 dataset=dataset_label(config["dataset"]), seed=config["seed"], task=config["task"],
+                                 model_name=config["model_name"], config_hash=folder.config_hash,
+                                 run_dir=str(folder.path)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -136,31 +138,6 @@ def paired_comparison(results: pd.DataFrame, method_a: str, method_b: str, metri
                else "within seed noise (interval includes 0)")
     return {"n": n, "mean_diff": mean, "ci95": (float(low), float(high)), "p_value": p, "verdict": verdict,
             "b_wins": int((diff > 0).sum())}
-
-
-def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "test", save_to=None,
-                title: str | None = None):
-    """One panel per dataset: `metric` against epoch, one line per method, mean ± std band over seeds."""
-    data = metrics[metrics["split"] == split].dropna(subset=[metric])
-    datasets = sorted(data["dataset"].unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.5 * len(datasets), 3.4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for method, part in data[data["dataset"] == dataset].groupby("method"):
-            curve = part.groupby("step").agg(epoch=("epoch", "mean"), mean=(metric, "mean"),
-                                             std=(metric, "std"), n=(metric, "size"))
-            std = curve["std"].fillna(0)
-            ax.plot(curve["epoch"], curve["mean"], label=f"{method} (n={curve['n'].max()})")
-            ax.fill_between(curve["epoch"], curve["mean"] - std, curve["mean"] + std, alpha=0.2)
-        ax.set(title=dataset, xlabel="epoch", ylabel=f"{split} {metric}")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    if save_to:
-        Path(save_to).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(save_to, dpi=120)
-    return fig
 
 
 def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_better: bool = True) -> list[str]:

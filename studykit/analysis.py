@@ -1,0 +1,538 @@
+"""What the runs show: runs selected by config, per-class scores, paired statistics, learning-curve facts,
+and the findings sentences the notebooks print — all computed from the results, so they stay true when the
+notebooks are re-run on another profile."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from sklearn.metrics import confusion_matrix, f1_score
+
+from .data import get_dataset
+from .profiles import PROFILES
+from .results import paired_comparison
+
+__all__ = ["select_runs", "duplicate_seeds", "DuplicateSeedWarning", "test_labels", "per_class_scores",
+           "per_class_table", "confusion_matrices", "never_predicted", "class_balance", "majority_level",
+           "paired_statistics", "min_wilcoxon_p", "what_seeds_decide", "curve_facts", "describe_curve_facts",
+           "describe_collapse", "compare_methods", "describe_comparisons", "what_ran", "settings_beside_report",
+           "METRIC_NAMES", "metric_name", "time_per_epoch", "what_did_not_run", "task2_findings", "task3_findings",
+           "summary_box", "adapter_share", "describe_time_per_epoch"]
+
+METRIC_NAMES = {"f1_macro": "macro-F1", "accuracy": "accuracy", "eval_loss": "loss", "loss": "training loss",
+                "f1_micro": "micro-F1"}
+
+
+def metric_name(metric: str) -> str:
+    """A metric's name in words, for titles and sentences."""
+    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+
+
+# --- which runs -----------------------------------------------------------------------------------------------
+
+class DuplicateSeedWarning(UserWarning):
+    """Two finished runs claim the same configuration and seed."""
+
+
+def duplicate_seeds(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows that share a (config hash, seed) with another row: never two seeds to average."""
+    if results.empty:
+        return results
+    return results[results.duplicated(["config_hash", "seed"], keep=False)].sort_values(["config_hash", "seed"])
+
+
+def select_runs(results: pd.DataFrame, configs, on_duplicate: str = "warn") -> pd.DataFrame:
+    """The finished runs of exactly these configs (matched by config hash: every setting and the data's
+    content), never by label. A config and seed found in more than one folder is an error
+    (`on_duplicate="error"`) or a warning naming the folders, keeping the first folder in path order.
+    `attrs["missing"]` lists the configs not finished yet."""
+    wanted = {(c.config_hash(), c.seed): c for c in configs}
+    if results.empty:
+        chosen = results
+    else:
+        keys = list(zip(results["config_hash"], results["seed"]))
+        chosen = results[[k in wanted for k in keys]].sort_values("run_dir")
+    dupes = duplicate_seeds(chosen)
+    if not dupes.empty:
+        groups = dupes.groupby(["config_hash", "seed"])["run_dir"].apply(list)
+        message = "; ".join(f"config {h} seed {s} in {len(d)} folders: {', '.join(d)}" for (h, s), d in groups.items())
+        if on_duplicate == "error":
+            raise ValueError(f"duplicate runs (never averaged): {message}; delete or move the copies")
+        warnings.warn(f"duplicate runs, keeping the first folder of each: {message}", DuplicateSeedWarning,
+                      stacklevel=2)
+        chosen = chosen.drop_duplicates(["config_hash", "seed"], keep="first")
+    found = set(zip(chosen["config_hash"], chosen["seed"])) if not chosen.empty else set()
+    chosen = chosen.reset_index(drop=True)
+    chosen.attrs["missing"] = [str(c.run_dir) for k, c in wanted.items() if k not in found]
+    return chosen
+
+
+# --- per-class analysis ---------------------------------------------------------------------------------------
+
+def test_labels(dataset: str, data_dir=None) -> tuple[np.ndarray, list[str]]:
+    """The test split's gold labels (in split order, as predictions.json) and the class names."""
+    test = get_dataset(dataset, "[SEP]", data_dir)["test"]
+    return np.array(test["label"]), list(test.features["label"].names)
+
+
+def _runs_with_predictions(results, data_dir):
+    labels = {}
+    for _, run in results.iterrows():
+        path = Path(run["run_dir"]) / "predictions.json"
+        if not path.is_file():
+            warnings.warn(f"{path} is missing: run left out of the per-class analysis", stacklevel=3)
+            continue
+        if run["dataset"] not in labels:
+            labels[run["dataset"]] = test_labels(run["dataset"], data_dir)
+        gold, names = labels[run["dataset"]]
+        pred = np.array(json.loads(path.read_text()))
+        if len(pred) != len(gold):
+            raise ValueError(f"{path}: {len(pred)} predictions for {len(gold)} test examples of {run['dataset']}; "
+                             "the run was evaluated on other data (check DATA_DIR)")
+        yield run, gold, pred, names
+
+
+def per_class_scores(results: pd.DataFrame, data_dir=None) -> pd.DataFrame:
+    """One row per (run, class): the class's F1, its test support and how often the run predicted it."""
+    rows = []
+    for run, gold, pred, names in _runs_with_predictions(results, data_dir):
+        classes = list(range(len(names)))
+        f1 = f1_score(gold, pred, labels=classes, average=None, zero_division=0)
+        predicted = np.bincount(pred, minlength=len(names))
+        support = np.bincount(gold, minlength=len(names))
+        for i, name in enumerate(names):
+            rows.append({"dataset": run["dataset"], "method": run["method"],
+                         "training_method": run.get("training_method"), "seed": run["seed"],
+                         "run_dir": run["run_dir"], "class": name, "f1": f1[i], "support": int(support[i]),
+                         "predicted": int(predicted[i])})
+    return pd.DataFrame(rows)
+
+
+def per_class_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per-class F1, mean over seeds: rows (dataset, class) in the dataset's class order, one column per
+    method, plus the class's test support."""
+    order = {(d, c): i for i, (d, c) in enumerate(zip(scores["dataset"], scores["class"]))}
+    table = scores.pivot_table(index=["dataset", "class"], columns="method", values="f1", aggfunc="mean")
+    table.columns.name = None
+    table["test support"] = scores.groupby(["dataset", "class"])["support"].first()
+    return table.loc[sorted(table.index, key=lambda k: (k[0], order[k]))]
+
+
+def confusion_matrices(results: pd.DataFrame, data_dir=None) -> dict:
+    """{(dataset, method): confusion matrix (rows gold, columns predicted) as a DataFrame of counts, mean
+    over seeds}, with `attrs["seeds"]` the number of runs averaged."""
+    sums, counts = {}, {}
+    names_of = {}
+    for run, gold, pred, names in _runs_with_predictions(results, data_dir):
+        key = (run["dataset"], run["method"])
+        matrix = confusion_matrix(gold, pred, labels=list(range(len(names))))
+        sums[key] = sums.get(key, 0) + matrix
+        counts[key] = counts.get(key, 0) + 1
+        names_of[key] = names
+    out = {}
+    for key in sorted(sums):
+        frame = pd.DataFrame(sums[key] / counts[key], index=pd.Index(names_of[key], name="gold"),
+                             columns=pd.Index(names_of[key], name="predicted"))
+        frame.attrs["seeds"] = counts[key]
+        out[key] = frame
+    return out
+
+
+def _seeds(seeds) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+
+def never_predicted(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method): how many runs never predict at least one class, and which classes (with
+    the seeds that never predict each)."""
+    rows = []
+    for (dataset, method), part in scores.groupby(["dataset", "method"], sort=True):
+        missing = part[part["predicted"] == 0]
+        by_class = missing.groupby("class", sort=False)["seed"].apply(lambda s: sorted(s.tolist()))
+        classes_predicted = part[part["predicted"] > 0].groupby(["run_dir", "seed"])["class"].apply(list)
+        single = sorted((seed, names[0]) for (_, seed), names in classes_predicted.items() if len(names) == 1)
+        rows.append({"dataset": dataset, "method": method, "runs": part["run_dir"].nunique(),
+                     "runs missing a class": missing["run_dir"].nunique(),
+                     "runs predicting one class only": "; ".join(f"seed {s}: only {c}" for s, c in single) or "none",
+                     "classes never predicted (seeds)": "; ".join(
+                         f"{c} ({_seeds(s)})" for c, s in by_class.items()) or "none"})
+    return pd.DataFrame(rows).set_index(["dataset", "method"])
+
+
+def class_balance(audits) -> pd.DataFrame:
+    """The class balance of each dataset in full (from `audit_dataset` reports): counts and shares of
+    train and test, one row per class, names whole."""
+    rows = []
+    for audit in audits:
+        train, test = audit["train_labels"], audit["test_labels"]
+        for name in train:
+            rows.append({"dataset": audit["dataset"], "class": name, "train": train[name],
+                         "train %": 100 * train[name] / sum(train.values()), "test": test.get(name, 0),
+                         "test %": 100 * test.get(name, 0) / sum(test.values())})
+    return pd.DataFrame(rows).set_index(["dataset", "class"]).round(1)
+
+
+def majority_level(dataset: str, data_dir=None) -> float:
+    """The test macro-F1 of always predicting the test split's most frequent class: 2p/(1+p) divided by
+    the number of classes, p the majority share. A curve at this level has learned nothing per class."""
+    gold, names = test_labels(dataset, data_dir)
+    p = np.bincount(gold, minlength=len(names)).max() / len(gold)
+    return float(2 * p / (1 + p) / len(names))
+
+
+# --- statistics -----------------------------------------------------------------------------------------------
+
+def min_wilcoxon_p(n: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon signed-rank test can give over n pairs: 2 / 2^n
+    (every pair in one direction). With 5 pairs it is 0.0625, so it can never reach 0.05."""
+    return min(1.0, 2.0 / 2 ** n)
+
+
+def paired_statistics(results: pd.DataFrame, method_a: str, method_b: str, metric: str = "f1_macro",
+                      dataset: str | None = None) -> dict:
+    """`paired_comparison` (b - a paired by seed: mean, 95 % t-interval, seeds b won) plus scipy's exact
+    Wilcoxon signed-rank p-value, its floor for this many pairs, and a 95 % bootstrap interval of the mean
+    difference (`scipy.stats.bootstrap`, percentile; coarse with few seeds)."""
+    out = paired_comparison(results, method_a, method_b, metric, dataset)
+    frame = results if dataset is None else results[results["dataset"] == dataset]
+    wide = frame.pivot_table(index="seed", columns="method", values=metric)[[method_a, method_b]].dropna()
+    diff = (wide[method_b] - wide[method_a]).to_numpy()
+    n = len(diff)
+    out.update(wilcoxon_p=np.nan, wilcoxon_min_p=min_wilcoxon_p(n), bootstrap_ci95=(np.nan, np.nan),
+               b_wins=int((diff > 0).sum()), b_losses=int((diff < 0).sum()))
+    if n >= 2 and np.any(diff != 0):
+        out["wilcoxon_p"] = float(stats.wilcoxon(diff, method="exact").pvalue)
+        if np.ptp(diff) > 0:
+            boot = stats.bootstrap((diff,), np.mean, confidence_level=0.95, method="percentile",
+                                   n_resamples=2000, random_state=0)
+            out["bootstrap_ci95"] = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
+    return out
+
+
+def what_seeds_decide(n: int) -> str:
+    """What n paired seeds can and cannot decide, in words."""
+    if n < 2:
+        return f"With {n} paired seed nothing can be decided about seed noise."
+    t = stats.t.ppf(0.975, n - 1)
+    return (f"With {n} paired seeds the 95 % t-interval is ±{t:.2f} standard errors wide (t with {n - 1} "
+            f"degree{'s' if n > 2 else ''} of freedom), so only a difference large against its seed-to-seed spread excludes 0; an "
+            f"exact Wilcoxon test over {n} pairs cannot go below p = {min_wilcoxon_p(n):.4g} even when one method "
+            f"wins every seed, so it {'cannot' if min_wilcoxon_p(n) > 0.05 else 'can'} reach 0.05. "
+            f"Seeds won is the plainest evidence at this size; an interval that includes 0 means 'not decided', "
+            f"not 'equal'." + (f" A bootstrap over {n} differences only resamples those {n} numbers: its interval "
+                               f"is narrower than the t-interval and under-covers; read it as descriptive."
+                               if n < 10 else ""))
+
+
+def compare_methods(results: pd.DataFrame, metric: str = "f1_macro") -> pd.DataFrame:
+    """Each method against full fine-tuning of the same model on the same dataset (paired by seed), one row
+    per (dataset, method): the means, the difference with its 95 % t- and bootstrap intervals (low, high), seeds won
+    and lost, and the Wilcoxon p-value. Methods are told apart by the runs' config columns."""
+    rows = []
+    for (dataset, model), part in results.groupby(["dataset", "model_name"]):
+        full = sorted(part.loc[part["training_method"] == "full", "method"].unique())
+        others = sorted(part.loc[part["training_method"] != "full", "method"].unique())
+        for base in full:
+            for other in others:
+                s = paired_statistics(part, base, other, metric)
+                rows.append({"dataset": dataset, "method": other, "baseline": base,
+                             f"{metric} method": part.loc[part.method == other, metric].mean(),
+                             f"{metric} baseline": part.loc[part.method == base, metric].mean(),
+                             "difference": s["mean_diff"], "t low": s["ci95"][0], "t high": s["ci95"][1],
+                             "bootstrap low": s["bootstrap_ci95"][0], "bootstrap high": s["bootstrap_ci95"][1],
+                             "paired seeds": s["n"],
+                             "seeds won": s["b_wins"], "seeds lost": s["b_losses"],
+                             "Wilcoxon p": s["wilcoxon_p"], "lowest possible p": s["wilcoxon_min_p"]})
+    return pd.DataFrame(rows)
+
+
+def _interval(ci) -> str:
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if np.all(np.isfinite(ci)) else "n/a"
+
+
+def describe_comparisons(comparisons: pd.DataFrame, metric: str = "f1_macro") -> list[str]:
+    """One sentence per row of `compare_methods`: the difference, its interval, seeds won, and what that
+    decides."""
+    lines = []
+    for _, r in comparisons.iterrows():
+        low, high = r["t low"], r["t high"]
+        if r["paired seeds"] < 2:
+            verdict = "too few paired seeds to decide"
+        elif low > 0 or high < 0:
+            verdict = f"the interval excludes 0: {'higher' if low > 0 else 'lower'} beyond seed noise"
+        else:
+            verdict = "the interval includes 0: not decided by these seeds"
+        lines.append(
+            f"{r['dataset']}: {r['method']} {r[f'{metric} method']:.3f} vs {r['baseline']} "
+            f"{r[f'{metric} baseline']:.3f} {metric_name(metric)}; difference {r['difference']:+.3f}, 95 % "
+            f"t-interval {_interval((low, high))}; higher in {r['seeds won']} and lower in "
+            f"{r['seeds lost']} of {r['paired seeds']} seeds; {verdict}.")
+    return lines
+
+
+# --- curves ---------------------------------------------------------------------------------------------------
+
+def _last_epoch_gain(f1, epoch) -> float:
+    """Mean test macro-F1 over the last epoch's evaluations minus the mean over the epoch before."""
+    last = epoch > epoch[-1] - 1 + 1e-9
+    before = (epoch > epoch[-1] - 2 + 1e-9) & ~last
+    return float(f1[last].mean() - f1[before].mean()) if before.any() else float("nan")
+
+
+def curve_facts(metrics: pd.DataFrame, levels: dict, margin: float = 0.01) -> pd.DataFrame:
+    """Per run, from its test macro-F1 curve: the epochs it stayed at the majority-class level (`levels`,
+    per dataset; within `margin`) before first rising above it, and whether it was still rising at the end
+    (`last-epoch gain`: the mean over the last epoch's evaluations minus the mean over the epoch before)."""
+    rows = []
+    test = metrics[(metrics["split"] == "test")].dropna(subset=["f1_macro"])
+    for (dataset, method, seed), run in test.groupby(["dataset", "method", "seed"]):
+        run = run.sort_values("step")
+        f1, epoch = run["f1_macro"].to_numpy(), run["epoch"].to_numpy()
+        above = np.nonzero(f1 > levels[dataset] + margin)[0]
+        rows.append({"dataset": dataset, "method": method, "seed": seed,
+                     "training_method": run["training_method"].iloc[0], "epochs": float(epoch[-1]),
+                     "majority level": levels[dataset],
+                     "epochs at majority level": float(epoch[above[0] - 1]) if len(above) and above[0] > 0
+                     else (0.0 if len(above) else float(epoch[-1])),
+                     "never left majority level": len(above) == 0,
+                     "last-epoch gain": _last_epoch_gain(f1, epoch),
+                     "final f1_macro": float(f1[-1])})
+    return pd.DataFrame(rows)
+
+
+def describe_curve_facts(facts: pd.DataFrame) -> list[str]:
+    """Per (dataset, method): how long its macro-F1 stayed at the majority-class level and whether it was
+    still rising when training stopped, in words."""
+    lines = []
+    for (dataset, method), part in facts.groupby(["dataset", "method"]):
+        n = len(part)
+        flat = part["epochs at majority level"]
+        never = int(part["never left majority level"].sum())
+        gain = part["last-epoch gain"]
+        rising = int((gain > 0).sum())
+        level = f"the majority-class level ({part['majority level'].iloc[0]:.3f})"
+        span = f"{flat.min():.1f}" if flat.min() == flat.max() else f"{flat.min():.1f}–{flat.max():.1f}"
+        text = (f"{dataset}, {method}: test macro-F1 was above {level} from the first evaluation"
+                if flat.max() == 0 else f"{dataset}, {method}: test macro-F1 stayed at {level} for {span} of "
+                f"{part['epochs'].max():.0f} epochs")
+        text += f", and never left it in {never} of {n} seeds" if never else ""
+        text += (f"; over the last epoch it rose by {gain.mean():+.3f} on average (rising in {rising} of {n} "
+                 f"seeds)" if gain.notna().any() else "")
+        lines.append(text + ".")
+    return lines
+
+
+def describe_collapse(missing: pd.DataFrame) -> list[str]:
+    """Sentences on runs that never predict some class (from `never_predicted`)."""
+    lines = []
+    for (dataset, method), r in missing.iterrows():
+        if r["runs missing a class"]:
+            text = (f"{dataset}, {method}: {r['runs missing a class']} of {r['runs']} runs never predict some "
+                    f"class: {r['classes never predicted (seeds)']}")
+            if r.get("runs predicting one class only", "none") != "none":
+                text += f"; predicting a single class: {r['runs predicting one class only']}"
+            lines.append(text + ".")
+    return lines or ["Every run predicts every class at least once."]
+
+
+# --- what ran, and how it differs from the report -------------------------------------------------------------
+
+def time_per_epoch(results: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per epoch with and without the test evaluations (`time_per_epoch_s` includes them;
+    `train_time_s / epochs_run` does not), mean per (dataset, method)."""
+    frame = results.assign(**{"s/epoch, training only": results["train_time_s"] / results["epochs_run"],
+                              "s/epoch incl. evaluations": results["time_per_epoch_s"]})
+    cols = ["s/epoch, training only", "s/epoch incl. evaluations", "train_samples_per_s"]
+    return frame.groupby(["dataset", "method"])[cols].mean().rename(
+        columns={"train_samples_per_s": "training examples/s"})
+
+
+def what_ran(results: pd.DataFrame) -> str:
+    """Models, datasets, seeds, methods, hardware and precision of the runs on display, from their
+    configs and summaries (the machine executing a notebook may not be the one that trained)."""
+    if results.empty:
+        return "No finished runs yet."
+    precision = sorted({"fp32" if p in ("no", "fp32") else p for p in results["precision"].astype(str)})
+    seeds = sorted(results["seed"].unique())
+    per_cell = results.groupby(["dataset", "method"])["seed"].nunique()
+    return (f"{len(results)} runs: {', '.join(sorted(results['model_name'].unique()))}; "
+            f"methods {', '.join(sorted(results['training_method'].unique()))}; datasets "
+            f"{', '.join(sorted(results['dataset'].unique()))}; seeds {', '.join(map(str, seeds))} "
+            f"({per_cell.min()}–{per_cell.max()} per dataset × method); trained on "
+            f"{'; '.join(sorted(results['hardware'].unique()))}; precision {', '.join(precision)}.")
+
+
+# Why each profile departs from the report's settings (studykit/profiles.py says the same).
+_REASONS = {
+    "reference": {
+        "learning_rate": "1e-5 under-trains the 22 M-parameter MiniLM in a few CPU epochs; adapters train a few "
+                         "percent of the weights from a zero start and need a larger step",
+        "epochs": "the 2-core CPU budget; acl gets more epochs because its 1,688 training examples give few steps",
+        "batch_size": "CPU time per step; acl uses 16 so that its small training split gives enough steps",
+        "evals_per_epoch": "each test evaluation for the curves costs CPU time",
+        "precision": "the committed runs are fp32 (their folders are named by it); `auto` is bf16 on GPUs and "
+                     "on CPUs with native bf16",
+    },
+    "fast": {
+        "learning_rate": "a randomly initialized tiny model needs a large step",
+        "epochs": "many passes over the 96 fixture examples",
+        "batch_size": "the fixtures are 96 examples",
+        "evals_per_epoch": "the fast profile proves the code path, not the study",
+        "precision": "a CPU trains in fp32",
+        "adapter_size": "the tiny model is only a few dozen units wide",
+    },
+}
+_DEFAULTS = {"max_length": 128, "evals_per_epoch": 4, "precision": "auto", "adapter_size": None}
+
+
+def _per_dataset(values: dict) -> str:
+    distinct = set(map(str, values.values()))
+    if len(distinct) == 1:
+        return distinct.pop()
+    return " / ".join(f"{d.rsplit('_', 1)[0]} {v}" for d, v in values.items())
+
+
+def settings_beside_report(task: str, profile: str = "reference") -> pd.DataFrame:
+    """The profile's run settings beside the report's (the `full` profile's), one row per setting with the
+    per-dataset values where they differ, and the reason for each difference."""
+    rows = []
+    ours_runs, report_runs = PROFILES[task][profile]["runs"], PROFILES[task]["full"]["runs"]
+    for key in ("learning_rate", "epochs", "batch_size", "max_length", "evals_per_epoch", "precision",
+                "adapter_size"):
+        ours = {d: sorted({str(v.get(key, _DEFAULTS.get(key))) for v in vs}) for d, vs in ours_runs.items()}
+        report = {d: sorted({str(v.get(key, _DEFAULTS.get(key))) for v in vs}) for d, vs in report_runs.items()}
+        ours, report = ({d: " and ".join(v) for d, v in x.items()} for x in (ours, report))
+        if set(ours.values()) == {"None"} and set(report.values()) == {"None"}:
+            continue
+        rows.append({"setting": key, profile: _per_dataset(ours), "report (full profile)": _per_dataset(report),
+                     "why": "same" if ours == report else _REASONS.get(profile, {}).get(key, "")})
+    return pd.DataFrame(rows).set_index("setting")
+
+
+# --- the notebooks' summary boxes and conclusions -------------------------------------------------------------
+
+def what_did_not_run(results: pd.DataFrame, task: str, profile: str) -> list[str]:
+    """What the study plans but these results lack: the full profile, LoRA, the five seeds (from PROFILES
+    and the runs, so the list empties itself as runs arrive)."""
+    full = PROFILES[task]["full"]
+    missing = []
+    if profile != "full":
+        missing.append(f"the full profile ({', '.join(full['models'])}; seeds {full['seeds'][0]}–{full['seeds'][-1]}; "
+                       f"the report's settings; GPUs): not run in this copy — run it with PROFILE=full")
+    if results.empty or "lora" not in set(results["training_method"]):
+        missing.append("LoRA (implemented: method='lora' through the same engine): no LoRA runs in these results")
+    seeds = results.groupby(["dataset", "method"])["seed"].nunique().min() if not results.empty else 0
+    if seeds < len(full["seeds"]):
+        missing.append(f"{len(full['seeds'])} seeds per cell (the report's count): these runs have {seeds}, "
+                       f"so every interval below is wide (see the statistics section)")
+    return missing
+
+
+def _per_dataset_scores(results: pd.DataFrame, metric: str = "f1_macro") -> str:
+    means = results.groupby(["dataset", "method"])[metric].mean()
+    return "; ".join(f"{d} {v:.3f}" for (d, _), v in means.items())
+
+
+def task2_findings(results: pd.DataFrame, missing: pd.DataFrame, scores: pd.DataFrame | None = None) -> list[str]:
+    """The main findings of Task 2 in a few sentences, from the runs (`missing`: `never_predicted`;
+    `scores`: `per_class_scores`, for each dataset's weakest class)."""
+    if results.empty:
+        return ["No finished runs: nothing to report yet."]
+    lines = []
+    models = sorted(results["model_name"].unique())
+    for dataset, part in results.groupby("dataset"):
+        means = part.groupby("method")["f1_macro"].mean().sort_values(ascending=False)
+        acc = part.groupby("method")["accuracy"].mean()[means.index[0]]
+        text = f"{dataset}: " + (f"{means.index[0]} reaches test macro-F1 {means.iloc[0]:.3f} (accuracy {acc:.3f})"
+                                 if len(means) == 1 else
+                                 f"best {means.index[0]} ({means.iloc[0]:.3f} macro-F1) ahead of {means.index[1]} "
+                                 f"({means.iloc[1]:.3f})")
+        if len(means) > 1:
+            cmp = paired_statistics(part, means.index[1], means.index[0], "f1_macro")
+            low, high = cmp["ci95"]
+            decided = ("beyond seed noise" if low > 0 or high < 0 else "not decided by these seeds")
+            text += (f", higher in {cmp['b_wins']} of {cmp['n']} seeds, 95 % t-interval of the difference "
+                     f"{_interval(cmp['ci95'])}: {decided}")
+        if scores is not None and not scores.empty:
+            best = scores[(scores["dataset"] == dataset) & (scores["method"] == means.index[0])]
+            per_class = best.groupby("class", sort=False)["f1"].mean()
+            if len(per_class):
+                text += f"; its weakest class is {per_class.idxmin()} (F1 {per_class.min():.3f})"
+        gone = missing.loc[dataset] if dataset in missing.index.get_level_values(0) else None
+        if gone is not None:
+            for method, r in gone.iterrows():
+                if r["runs missing a class"]:
+                    who = "it" if len(means) == 1 else method
+                    text += (f"; in {r['runs missing a class']} of {r['runs']} runs {who} never predicts "
+                             f"{r['classes never predicted (seeds)']}")
+        lines.append(text + ".")
+    if len(models) == 1:
+        lines.insert(0, f"Only one model ran ({models[0]}), so which model is best cannot be answered from these "
+                        "runs; they show what full fine-tuning reaches per dataset and where macro-F1 is lost.")
+    return lines
+
+
+def task3_findings(comparisons: pd.DataFrame, cost: pd.DataFrame | None = None) -> list[str]:
+    """The main findings of Task 3: per dataset, each method against full fine-tuning (difference, seeds
+    won, interval), and the share of weights trained (`cost` with trainable_params and total_params)."""
+    if comparisons.empty:
+        return ["No dataset has both full fine-tuning and another method finished: nothing to compare yet."]
+    lines = []
+    for method, part in comparisons.groupby("method"):
+        lost = int((part["seeds lost"] == part["paired seeds"]).sum())
+        decided = part[(part["t low"] > 0) | (part["t high"] < 0)]
+        text = (f"{method} vs full fine-tuning (test macro-F1): "
+                + "; ".join(f"{r.dataset} {r.difference:+.3f} (lower in {r['seeds lost']} of {r['paired seeds']} "
+                            f"seeds)" for _, r in part.iterrows())
+                + f". It is below full fine-tuning in every seed on {lost} of {len(part)} datasets; the 95 % "
+                  f"t-interval excludes 0 on {len(decided)} of {len(part)}.")
+        lines.append(text)
+    if cost is not None and not cost.empty:
+        share = (cost["trainable_params"] / cost["total_params"]).groupby(level="method").mean()
+        lines.append("Weights trained: " + "; ".join(f"{m} {100 * s:.1f} %" for m, s in share.items()) + ".")
+    return lines
+
+
+def summary_box(title: str, ran: str, not_ran: list[str], findings: list[str]) -> str:
+    """The notebook's opening summary as Markdown: what ran, what did not, and the main findings."""
+    return "\n".join([f"### {title}", "", f"**What ran.** {ran}", "", "**What did not run.**",
+                      *[f"- {m}" for m in not_ran or ["nothing: every planned run is here"]], "",
+                      "**Main findings** (generated from the runs below).", *[f"- {f}" for f in findings]])
+
+
+def adapter_share(model_config, adapter_size: int, num_labels: int) -> dict:
+    """Where an adapter model's trainable share comes from, counted on the architecture built on the meta
+    device (no weights): layers L, width d, adapter, LayerNorm, head and embedding parameters, and the
+    percentage trained. The share grows with m/d (adapters ~4·m·d per layer against ~12·d² for the layer),
+    shrinks with the embedding table, and includes the classification head (RoBERTa's has a d×d dense layer,
+    BERT's is one linear layer on the frozen pooler)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from .adapters import add_adapters, count_parameters
+
+    config = model_config.__class__.from_dict(model_config.to_dict())
+    config.num_labels = num_labels
+    with torch.device("meta"):
+        model = add_adapters(AutoModelForSequenceClassification.from_config(config), adapter_size)
+    counts = count_parameters(model)
+    parts = {k: v["total"] for k, v in counts["by_component"].items()}
+    return {"layers L": config.num_hidden_layers, "width d": config.hidden_size, "bottleneck m": adapter_size,
+            "adapter params": parts.get("adapters", 0), "LayerNorm params": parts.get("layer_norm", 0),
+            "head params": parts.get("head", 0), "trainable params": counts["trainable"],
+            "total params": counts["total"], "embedding share of total %": 100 * parts.get("embeddings", 0) / counts["total"],
+            "trainable %": counts["percent_trainable"]}
+
+
+def describe_time_per_epoch(table: pd.DataFrame) -> list[str]:
+    """Sentences from `time_per_epoch`: the seconds per epoch with and without the test evaluations."""
+    lines = []
+    for (dataset, method), r in table.iterrows():
+        train, total = r["s/epoch, training only"], r["s/epoch incl. evaluations"]
+        lines.append(f"{dataset}, {method}: {train:.3g} s per epoch of training, {total:.3g} s with the test "
+                     f"evaluations ({total / train - 1:+.0%}); {r['training examples/s']:.3g} training examples/s.")
+    return lines

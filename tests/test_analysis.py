@@ -1,0 +1,283 @@
+"""Per-class analysis, runs selected by config, statistics and the generated findings, on small synthetic
+results (fixture data for the gold labels; no training)."""
+import json
+import warnings
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn.metrics import f1_score
+
+import utils
+
+matplotlib.use("Agg")
+
+
+def _config(fixture_data, tmp_path, **kw):
+    return utils.RunConfig(model_name="tiny-bert", dataset="restaurant_sup", data_dir=fixture_data,
+                           results_dir=str(tmp_path), **kw)
+
+
+def _row(config, run_dir, **extra):
+    return {"config_hash": config.config_hash(), "seed": config.seed, "run_dir": str(run_dir),
+            "dataset": config.dataset, "method": "m", "training_method": "full", "f1_macro": 0.5, **extra}
+
+
+# --- selection by config ----------------------------------------------------------------------------------------
+
+def test_select_runs_keeps_exactly_the_configs_and_lists_the_missing(fixture_data, tmp_path):
+    wanted = [_config(fixture_data, tmp_path, seed=s) for s in (1, 2)]
+    other = _config(fixture_data, tmp_path, seed=1, epochs=1)  # same label-ish run, other settings
+    results = pd.DataFrame([_row(wanted[0], tmp_path / "a/seed1"), _row(other, tmp_path / "b/seed1")])
+    chosen = utils.select_runs(results, wanted)
+    assert chosen["run_dir"].tolist() == [str(tmp_path / "a/seed1")]
+    assert chosen.attrs["missing"] == [str(wanted[1].run_dir)]
+
+
+def test_duplicate_seeds_are_named_and_never_averaged(fixture_data, tmp_path):
+    config = _config(fixture_data, tmp_path)
+    results = pd.DataFrame([_row(config, tmp_path / "x/seed1", f1_macro=0.2),
+                            _row(config, tmp_path / "y/seed1", f1_macro=0.8)])
+    with pytest.warns(utils.DuplicateSeedWarning, match=r"x/seed1.*y/seed1"):
+        chosen = utils.select_runs(results, [config])
+    assert len(chosen) == 1 and chosen["f1_macro"].iloc[0] == 0.2  # the first folder, not the mean 0.5
+    with pytest.raises(ValueError, match="never averaged.*x/seed1"):
+        utils.select_runs(results, [config], on_duplicate="error")
+    assert len(utils.duplicate_seeds(results)) == 2
+
+
+def test_select_runs_without_duplicates_warns_nothing(fixture_data, tmp_path):
+    config = _config(fixture_data, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(utils.select_runs(pd.DataFrame([_row(config, tmp_path / "x/seed1")]), [config])) == 1
+    assert utils.select_runs(pd.DataFrame(), [config]).attrs["missing"] == [str(config.run_dir)]
+
+
+# --- per class ----------------------------------------------------------------------------------------------------
+
+def _runs_with_predictions(tmp_path, fixture_data):
+    gold, names = utils.test_labels("restaurant_sup", fixture_data)
+    runs = []
+    for seed, pred in [(1, gold), (2, np.zeros_like(gold)), (3, np.where(gold == 1, 0, gold))]:
+        folder = tmp_path / f"run{seed}"
+        folder.mkdir()
+        (folder / "predictions.json").write_text(json.dumps([int(p) for p in pred]))
+        runs.append({"dataset": "restaurant_sup", "method": "full lr=1", "training_method": "full",
+                     "seed": seed, "run_dir": str(folder)})
+    return pd.DataFrame(runs), gold, names
+
+
+def test_per_class_scores_match_sklearn_and_count_predictions(tmp_path, fixture_data):
+    results, gold, names = _runs_with_predictions(tmp_path, fixture_data)
+    scores = utils.per_class_scores(results, fixture_data)
+    assert len(scores) == 3 * len(names)
+    perfect = scores[scores.seed == 1].set_index("class")
+    assert (perfect["f1"] == 1).all() and perfect["support"].tolist() == np.bincount(gold).tolist()
+    third = scores[scores.seed == 3].set_index("class")["f1"]
+    pred3 = np.where(gold == 1, 0, gold)
+    assert third.tolist() == pytest.approx(f1_score(gold, pred3, average=None, labels=[0, 1, 2], zero_division=0))
+    table = utils.per_class_table(scores)
+    assert table.index.get_level_values("class").tolist() == names  # the dataset's class order
+    assert table.loc[("restaurant_sup", "positive"), "full lr=1"] == pytest.approx(
+        scores[scores["class"] == "positive"]["f1"].mean())
+
+
+def test_never_predicted_names_classes_seeds_and_single_class_runs(tmp_path, fixture_data):
+    results, _, _ = _runs_with_predictions(tmp_path, fixture_data)
+    missing = utils.never_predicted(utils.per_class_scores(results, fixture_data))
+    row = missing.loc[("restaurant_sup", "full lr=1")]
+    assert row["runs missing a class"] == 2
+    assert row["classes never predicted (seeds)"] == "neutral (seeds 2, 3); negative (seed 2)"
+    assert row["runs predicting one class only"] == "seed 2: only positive"
+    text = utils.describe_collapse(missing)[0]
+    assert "2 of 3 runs never predict" in text and "seed 2: only positive" in text
+
+
+def test_confusion_matrices_are_the_mean_over_seeds(tmp_path, fixture_data):
+    results, gold, names = _runs_with_predictions(tmp_path, fixture_data)
+    matrices = utils.confusion_matrices(results, fixture_data)
+    matrix = matrices[("restaurant_sup", "full lr=1")]
+    assert list(matrix.index) == names and matrix.attrs["seeds"] == 3
+    assert matrix.to_numpy().sum() == pytest.approx(len(gold))
+    # gold positive is predicted positive by all three runs
+    assert matrix.loc["positive", "positive"] == pytest.approx((gold == 0).sum())
+    assert matrix.loc["neutral", "positive"] == pytest.approx(2 / 3 * (gold == 1).sum())
+    utils.plot_confusions(matrices)
+
+
+def test_predictions_of_other_data_are_an_error(tmp_path, fixture_data):
+    results, _, _ = _runs_with_predictions(tmp_path, fixture_data)
+    (tmp_path / "run1" / "predictions.json").write_text("[0, 1]")
+    with pytest.raises(ValueError, match="2 predictions for 48 test examples"):
+        utils.per_class_scores(results, fixture_data)
+
+
+def test_class_balance_keeps_whole_names():
+    audits = [{"dataset": "acl_sup", "train_labels": {"CompareOrContrast": 3, "Background": 1},
+               "test_labels": {"CompareOrContrast": 1, "Background": 1}}]
+    balance = utils.class_balance(audits)
+    assert list(balance.index.get_level_values("class")) == ["CompareOrContrast", "Background"]
+    assert balance.loc[("acl_sup", "CompareOrContrast"), "train %"] == 75.0
+    assert balance.loc[("acl_sup", "Background"), "test %"] == 50.0
+
+
+def test_majority_level_is_the_macro_f1_of_the_constant_predictor(fixture_data):
+    gold, names = utils.test_labels("restaurant_sup", fixture_data)
+    constant = np.full_like(gold, np.bincount(gold).argmax())
+    expected = f1_score(gold, constant, average="macro", labels=list(range(len(names))), zero_division=0)
+    assert utils.majority_level("restaurant_sup", fixture_data) == pytest.approx(expected)
+
+
+# --- statistics ---------------------------------------------------------------------------------------------------
+
+def _paired(a, b, dataset="d"):
+    rows = [{"dataset": dataset, "model_name": "x", "method": "full", "training_method": "full", "seed": s,
+             "f1_macro": v} for s, v in enumerate(a, 1)]
+    rows += [{"dataset": dataset, "model_name": "x", "method": "adapter", "training_method": "adapter", "seed": s,
+              "f1_macro": v} for s, v in enumerate(b, 1)]
+    return pd.DataFrame(rows)
+
+
+def test_wilcoxon_floor_and_what_seeds_decide():
+    assert utils.min_wilcoxon_p(5) == 0.0625 and utils.min_wilcoxon_p(3) == 0.25
+    assert stats.wilcoxon([1, 2, 3, 4, 5], method="exact").pvalue == pytest.approx(utils.min_wilcoxon_p(5))
+    text = utils.what_seeds_decide(5)
+    assert "p = 0.0625" in text and "cannot reach 0.05" in text and f"±{stats.t.ppf(0.975, 4):.2f}" in text
+    assert "can reach 0.05" in utils.what_seeds_decide(6)
+
+
+def test_paired_statistics_uses_scipy():
+    frame = _paired([0.60, 0.62, 0.61, 0.63, 0.64], [0.50, 0.55, 0.52, 0.58, 0.51])
+    out = utils.paired_statistics(frame, "full", "adapter")
+    diff = np.array([0.50, 0.55, 0.52, 0.58, 0.51]) - np.array([0.60, 0.62, 0.61, 0.63, 0.64])
+    assert out["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diff, method="exact").pvalue) == 0.0625
+    assert out["b_wins"] == 0 and out["b_losses"] == 5
+    low, high = out["bootstrap_ci95"]
+    assert diff.min() <= low < high <= diff.max()
+
+
+def test_compare_methods_and_findings_sentences():
+    frame = _paired([0.60, 0.62, 0.61], [0.40, 0.45, 0.42])
+    table = utils.compare_methods(frame)
+    row = table.iloc[0]
+    assert row["method"] == "adapter" and row["baseline"] == "full" and row["seeds lost"] == 3
+    assert row["difference"] == pytest.approx(np.mean([-0.20, -0.17, -0.19]))
+    sentence = utils.describe_comparisons(table)[0]
+    assert "difference -0.187" in sentence and "lower in 3 of 3 seeds" in sentence
+    assert "excludes 0" in sentence  # -0.187 with a small spread is beyond noise even over 3 seeds
+    cost = pd.DataFrame({"trainable_params": [10, 100], "total_params": [100, 100]},
+                        index=pd.MultiIndex.from_tuples([("d", "adapter"), ("d", "full")], names=["dataset", "method"]))
+    findings = utils.task3_findings(table, cost)
+    assert "below full fine-tuning in every seed on 1 of 1 datasets" in findings[0]
+    assert "adapter 10.0 %" in findings[1] and "full 100.0 %" in findings[1]
+    assert "nothing to compare" in utils.task3_findings(utils.compare_methods(frame[frame.method == "full"]))[0]
+
+
+def test_task2_findings_name_the_single_model_and_the_lost_classes():
+    results = pd.DataFrame([{"dataset": "acl_sup", "model_name": "m", "method": "m full", "seed": s,
+                             "f1_macro": f, "accuracy": 0.6} for s, f in [(1, 0.3), (2, 0.32)]])
+    missing = pd.DataFrame([{"dataset": "acl_sup", "method": "m full", "runs": 2, "runs missing a class": 2,
+                             "classes never predicted (seeds)": "Future (seeds 1, 2)"}]).set_index(["dataset", "method"])
+    lines = utils.task2_findings(results, missing)
+    assert lines[0].startswith("Only one model ran (m)")
+    assert "reaches test macro-F1 0.310 (accuracy 0.600)" in lines[1]
+    assert "in 2 of 2 runs it never predicts Future (seeds 1, 2)" in lines[1]
+    two = pd.concat([results, results.assign(model_name="n", method="n full", f1_macro=[0.5, 0.52])])
+    line = utils.task2_findings(two, missing.iloc[:0])[0]
+    assert line.startswith("acl_sup: best n full (0.510 macro-F1) ahead of m full (0.310)")
+    assert "higher in 2 of 2 seeds" in line and "beyond seed noise" in line  # +0.2 in both seeds: no spread
+
+
+# --- curves -------------------------------------------------------------------------------------------------------
+
+def _curve(seed, values, method="adapter", dataset="d"):
+    return pd.DataFrame({"dataset": dataset, "method": method, "training_method": method, "seed": seed,
+                         "split": "test", "step": range(1, len(values) + 1),
+                         "epoch": np.arange(1, len(values) + 1) / 2, "f1_macro": values})
+
+
+def test_curve_facts_measure_time_at_majority_level_and_the_last_epoch_gain():
+    metrics = pd.concat([_curve(1, [0.1, 0.1, 0.1, 0.3, 0.4, 0.5]), _curve(2, [0.1] * 6)])
+    facts = utils.curve_facts(metrics, {"d": 0.1}).set_index("seed")
+    assert facts.loc[1, "epochs at majority level"] == 1.5 and not facts.loc[1, "never left majority level"]
+    assert facts.loc[2, "never left majority level"] and facts.loc[2, "epochs at majority level"] == 3.0
+    assert facts.loc[1, "last-epoch gain"] == pytest.approx(0.45 - 0.2)  # mean of last epoch minus the one before
+    text = utils.describe_curve_facts(facts.reset_index())[0]
+    assert "majority-class level (0.100) for 1.5–3.0 of 3 epochs" in text
+    assert "never left it in 1 of 2 seeds" in text and "rising in 1 of 2 seeds" in text
+    early = utils.describe_curve_facts(utils.curve_facts(_curve(1, [0.3, 0.4, 0.5]), {"d": 0.1}))[0]
+    assert "above the majority-class level (0.100) from the first evaluation" in early
+
+
+def test_plot_curves_colours_by_method_names_metrics_and_has_a_legend_per_panel():
+    metrics = pd.concat([_curve(1, [0.1, 0.2], "full", "a"), _curve(1, [0.1, 0.3], "adapter", "a"),
+                         _curve(1, [0.2, 0.4], "full", "b")])
+    fig = utils.plot_curves(metrics, "f1_macro", levels={"a": 0.1, "b": 0.1})
+    colours = utils.method_colours({"full": "full", "adapter": "adapter"})
+    for ax in fig.axes:
+        assert ax.get_legend() is not None and ax.get_title().startswith("Test macro-F1")
+        for line in ax.get_lines():
+            if line.get_label().startswith("full"):
+                assert line.get_color() == colours["full"]
+    assert colours["full"][2] > colours["full"][0] and colours["adapter"][0] > colours["adapter"][2]  # blue, orange
+
+
+# --- what ran, and the settings -----------------------------------------------------------------------------------
+
+def test_settings_beside_report_gives_a_reason_for_each_difference():
+    table = utils.settings_beside_report("task2", "reference")
+    assert table.loc["max_length", "why"] == "same"
+    assert "under-trains" in table.loc["learning_rate", "why"]
+    assert table.loc["epochs", "report (full profile)"] == "restaurant 4 / acl 4 / agnews 5"
+    assert all(table["why"] != "")
+
+
+def test_what_ran_and_what_did_not():
+    results = pd.DataFrame([{"model_name": "m", "training_method": "full", "dataset": "d", "method": "x",
+                             "seed": s, "hardware": "cpu", "precision": "no"} for s in (1, 2, 3)])
+    assert "3 runs: m; methods full" in utils.what_ran(results) and "precision fp32" in utils.what_ran(results)
+    missing = utils.what_did_not_run(results, "task2", "reference")
+    assert any("full profile" in m for m in missing) and any("LoRA" in m for m in missing)
+    assert any("these runs have 3" in m for m in missing)
+    box = utils.summary_box("S", utils.what_ran(results), missing, ["f"])
+    assert box.startswith("### S") and "- f" in box
+
+
+def test_tables_and_curves_of_one_config_from_run_folders(fixture_data, tmp_path):
+    # Two settings of one model and dataset (same label: model, method, lr), as after EPOCHS=1 then EPOCHS=3:
+    # selecting by config keeps them apart, and the curves follow the selected runs' folders.
+    from studykit.runs import RunFolder
+
+    def finish(config, f1):
+        folder = RunFolder.for_config(config)
+        folder.write_config(config)
+        log = [{"step": 1, "epoch": 1.0, "split": "test", "f1_macro": f1, "accuracy": f1}]
+        folder.write_finished(log, [0] * 48, {"f1_macro": f1, "accuracy": f1, "eval_loss": 1.0, "hardware": "cpu",
+                                              "train_time_s": 1.0, "status": "finished"})
+    one = [_config(fixture_data, tmp_path, seed=s, epochs=1) for s in (1, 2)]
+    three = [_config(fixture_data, tmp_path, seed=s, epochs=3) for s in (1, 2)]
+    for c in one:
+        finish(c, 0.1)
+    for c in three:
+        finish(c, 0.9)
+    results = utils.load_results(tmp_path, task="task2")
+    assert len(results) == 4 and results["method"].nunique() == 1  # the label cannot tell them apart
+    chosen = utils.select_runs(results, three)
+    assert len(chosen) == 2 and set(chosen["f1_macro"]) == {0.9}
+    metrics = utils.load_metrics(tmp_path, task="task2")
+    curves = metrics[metrics["run_dir"].isin(chosen["run_dir"])]
+    assert len(curves) == 2 and set(curves["f1_macro"]) == {0.9}
+    assert set(curves["config_hash"]) == {three[0].config_hash()}
+
+
+def test_time_per_epoch_with_and_without_evaluation():
+    results = pd.DataFrame([{"dataset": "d", "method": "m", "train_time_s": 300.0, "epochs_run": 3,
+                             "time_per_epoch_s": 150.0, "train_samples_per_s": 20.0}])
+    table = utils.time_per_epoch(results)
+    assert table.loc[("d", "m"), "s/epoch, training only"] == 100.0
+    assert table.loc[("d", "m"), "s/epoch incl. evaluations"] == 150.0
+    assert utils.describe_time_per_epoch(table) == [
+        "d, m: 100 s per epoch of training, 150 s with the test evaluations (+50%); 20 training examples/s."]
