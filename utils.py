@@ -21,6 +21,7 @@ from studykit.training import *    # noqa: F401,F403
 from studykit.adapters import *    # noqa: F401,F403
 from studykit.results import *     # noqa: F401,F403
 from studykit.analysis import *    # noqa: F401,F403
+from studykit.findings import *    # noqa: F401,F403
 from studykit.plots import *       # noqa: F401,F403
 from studykit.costs import *       # noqa: F401,F403
 from studykit.grid import *        # noqa: F401,F403
