@@ -1,5 +1,6 @@
-"""Grids of runs: `run_grid` runs many configs in this process (or each across the processes of an
-`accelerate launch`), `launch_grid` starts that from a notebook. Both return one row per config."""
+"""Grids of runs: `run_grid` runs many configs (on CPU packed on the cores, else in this process or each
+across the processes of an `accelerate launch`), `launch_grid` starts that from a notebook. Both return one
+row per config."""
 from __future__ import annotations
 
 import os
@@ -91,8 +92,9 @@ def _grid_worker(configs, retry_failed):
 
 
 def launch_grid(configs, num_processes: int = 1, retry_failed: bool = False) -> pd.DataFrame:
-    """Run a grid from a notebook: in this process, or in `num_processes` processes (Accelerate's
-    notebook_launcher; on CPU they talk over gloo). Returns the grid's status table, one row per config."""
+    """Run a grid from a notebook: through `run_grid` (on CPU, several runs side by side), or each run in
+    `num_processes` processes (Accelerate's notebook_launcher; on CPU they talk over gloo). Returns the grid's
+    status table, one row per config."""
     configs = list(configs)
     if num_processes <= 1:
         return run_grid(configs, retry_failed=retry_failed)
