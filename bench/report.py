@@ -257,9 +257,9 @@ def write_results(path: Path, header: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def header(argv, commit: str) -> str:
+def header(argv, commit: str, script: str = "bench/throughput.py") -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return f"# python bench/throughput.py {' '.join(argv)}\n# commit {commit}, {now}; written by the script\n"
+    return f"# python {script} {' '.join(argv)}\n# commit {commit}, {now}; written by the script\n"
 
 
 def json_line(out: dict) -> None:

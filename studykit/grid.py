@@ -1,11 +1,13 @@
-"""Grids of runs: `run_grid` runs many configs in this process (or each across the processes of an
-`accelerate launch`), `launch_grid` starts that from a notebook. Both return one row per config.
+"""Grids of runs: `run_grid` runs many configs (on CPU packed on the cores, else in this process or each
+across the processes of an `accelerate launch`), `launch_grid` starts that from a notebook. Both return one
+row per config.
 
 Grids on one results folder share the work: a run is claimed (`RunFolder.claim`) before it trains, a run
 another live process has claimed is left to it, and the grid waits for it at the end, so both grids end with
 the full table and every run trains once."""
 from __future__ import annotations
 
+import os
 import socket
 import time
 import traceback
@@ -15,10 +17,11 @@ import torch
 from accelerate import PartialState, notebook_launcher
 from accelerate.utils import broadcast_object_list
 
+from .memory import cells_that_do_not_fit
 from .runs import ENVIRONMENT_ERRNOS, RunFolder, check_writable, clean_stale_temporaries, grid_row
 from .training import DataChanged, progress_bar, train_run
 
-__all__ = ["run_grid", "launch_grid", "failure_record"]
+__all__ = ["run_grid", "launch_grid", "failure_record", "cpu_grid_workers"]
 
 WAIT_POLL_S = 2.0  # how often a grid looks at runs that another process is training
 
@@ -71,10 +74,38 @@ def _claim(state, folder: RunFolder) -> str:
     return _on_main(state, decide)
 
 
-def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False) -> pd.DataFrame:
+# Packing on CPU: each worker process gets this many torch threads, and a grid of several pending runs
+# cores // this many workers. One thread per worker was the fastest layout in bf16 and fp32 on the 2-core
+# machine (bench/packing.py; bench/results/2026-11-29_packing_cpu.txt, README "Performance").
+CPU_THREADS_PER_WORKER = 1
+
+
+def cpu_grid_workers(pending: int) -> int:
+    """Worker processes for `pending` runs on this CPU: $GRID_WORKERS if set, else the measured layout."""
+    cores = os.cpu_count() or 1
+    chosen = os.environ.get("GRID_WORKERS") or str(max(1, cores // CPU_THREADS_PER_WORKER))
+    if not chosen.isdigit() or int(chosen) < 1:
+        raise ValueError(f"GRID_WORKERS must be a whole number >= 1 (1: one run at a time), got {chosen!r}")
+    return min(int(chosen), max(1, pending))
+
+
+def memory_warnings(configs, device_memory_bytes: int) -> list[str]:
+    """One warning per cell whose estimated peak memory exceeds the device's, each naming a per-device batch
+    that fits (`studykit.memory.cells_that_do_not_fit`); printed by `run_grid` on a GPU before the first run."""
+    return cells_that_do_not_fit(configs, device_memory_bytes)
+
+
+def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
+             workers: int | None = None) -> pd.DataFrame:
     """Run every config not finished yet; a failing run is recorded in failed.json and the grid goes on.
+
+    workers: on CPU, runs side by side in this many worker processes (`studykit.sweep`), each with its
+        share of the cores; None: the measured best for this machine when more than one run is pending
+        (`cpu_grid_workers`, $GRID_WORKERS overrides it); 1: one run after the other in this process. GPU
+        grids, grids inside `accelerate launch` and `stop_on_error=True` run in this process.
     Runs another process is training are waited for. Returns one row per config (pandas DataFrame) with its
-    status and summary. Where every run is finished, nothing is written (a read-only copy renders)."""
+    status and summary. Where every run is finished, nothing is written (a read-only copy renders).
+    """
     configs = list(configs)
     # cpu=True where there is no GPU, as in train_run: a plain PartialState() would not join the process
     # group on CPU, and each of N processes would silently train the whole grid alone.
@@ -87,6 +118,16 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False) -
             todo.append(i)
         else:
             rows[i] = row
+    if todo and torch.cuda.is_available() and state.is_main_process:
+        for warning in memory_warnings([configs[i] for i in todo], torch.cuda.get_device_properties(0).total_memory):
+            print(f"warning: {warning}", flush=True)
+    if (len(todo) > 1 and not torch.cuda.is_available() and state.num_processes == 1 and not stop_on_error
+            and workers != 1):
+        workers = workers or cpu_grid_workers(len(todo))
+        if workers > 1:
+            from .sweep import run_sweep  # sweep builds on this module (failure_record, run_grid): import late
+            return run_sweep(configs, devices=["cpu"], workers=workers, retry_failed=retry_failed,
+                             threads_per_worker=max(1, (os.cpu_count() or 1) // workers))
     for results_dir in dict.fromkeys(configs[i].results_dir for i in todo):  # every process: all stop together
         check_writable(results_dir)  # where no run could be recorded, stop before the first one
         if state.is_main_process:
@@ -147,8 +188,9 @@ def _grid_worker(configs, retry_failed):
 
 
 def launch_grid(configs, num_processes: int = 1, retry_failed: bool = False) -> pd.DataFrame:
-    """Run a grid from a notebook: in this process, or in `num_processes` processes (Accelerate's
-    notebook_launcher; on CPU they talk over gloo). Returns the grid's status table, one row per config."""
+    """Run a grid from a notebook: through `run_grid` (on CPU, several runs side by side), or each run in
+    `num_processes` processes (Accelerate's notebook_launcher; on CPU they talk over gloo). Returns the grid's
+    status table, one row per config."""
     configs = list(configs)
     if num_processes <= 1:
         return run_grid(configs, retry_failed=retry_failed)

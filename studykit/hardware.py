@@ -4,7 +4,6 @@ Nothing here runs at import time and nothing needs Linux, so the package imports
 """
 from __future__ import annotations
 
-import functools
 import os
 import platform
 
@@ -29,7 +28,6 @@ def cpu_supports_bf16() -> bool:
     return bool(_cpu_bf16_features())
 
 
-@functools.lru_cache(maxsize=1)
 def _cpu_bf16_features() -> tuple[str, ...]:
     import torch
 

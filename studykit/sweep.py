@@ -174,7 +174,7 @@ def run_sweep(configs, devices=None, workers: int | None = None, retry_failed: b
     elsewhere = [i for i in todo if rows[i].get("status") == "running elsewhere"]
     if elsewhere:  # claimed by another grid: wait for it (or take over what it abandons), as run_grid does
         print(f"sweep: {len(elsewhere)} runs are being trained by another process; waiting for them", flush=True)
-        for i, row in zip(elsewhere, run_grid([configs[i] for i in elsewhere]).to_dict("records")):
+        for i, row in zip(elsewhere, run_grid([configs[i] for i in elsewhere], workers=1).to_dict("records")):
             rows[i] = row
     for i, config in enumerate(configs):  # duplicates share the result of their first listing
         if i not in rows:

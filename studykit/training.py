@@ -374,7 +374,8 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         "checkpoint_bytes": sum(p.numel() * p.element_size() for p in params),
         "num_labels": len(labels), "num_processes": accelerator.num_processes, "gradient_accumulation": accum,
         "precision": {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
-        "precision_reason": resolve_precision(config.precision)[1], "hardware": _hardware(accelerator), "versions": _versions(),
+        "precision_reason": resolve_precision(config.precision)[1],
+        "hardware": _hardware(accelerator), "versions": _versions(),
         **_peak_memory(accelerator),
     }
     del optimizer, train_loader, test_loader

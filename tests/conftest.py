@@ -13,6 +13,9 @@ sys.path.insert(0, str(ROOT / "tests" / "scripts"))  # the small grid script the
 torch.set_num_threads(1)
 os.environ.setdefault("PROGRESS", "text")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub
+# Grids run in this process unless a test asks for workers: fault-injection tests patch this process's
+# functions, which a spawned worker would not see (test_sweep.py covers the packed default).
+os.environ.setdefault("GRID_WORKERS", "1")
 
 FIXTURE_DATA = ROOT / "tests" / "fixtures" / "data"
 # The real datasets sit beside the repository in this project's workspace; elsewhere set REAL_DATA_DIR.

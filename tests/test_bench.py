@@ -141,3 +141,14 @@ def test_quick_profile_step_prints_the_top_ops(tmp_path):
     assert "aten::" in stdout and "Self CPU" in stdout
     assert set(out["phases_s"]) == {"forward", "backward", "clip + optimizer"}
     assert out["step_s"] > 0 and out["mfu_step"] > 0
+
+
+def test_packing_layouts_and_quick_run(tmp_path):
+    from bench import packing
+    assert packing.layouts(2) == [(1, 2), (2, 1)] and packing.layouts(4) == [(1, 4), (2, 2), (4, 1)]
+    assert packing.layouts(6) == [(1, 6), (2, 3)]
+    out = packing.main(["--quick", "--precisions", "fp32", "--cores", "2", "--out", str(tmp_path / "p.txt")])
+    assert {(r["workers"], r["threads"]) for r in out["runs"]} == {(1, 2), (2, 1)}
+    assert all(r["recorded_precision"] == ["fp32"] and r["wall_s"] > 0 for r in out["runs"])
+    assert out["summary"]["best_fp32"] in ("1x2", "2x1")
+    assert (tmp_path / "p.txt").read_text().startswith("# python bench/packing.py --quick")

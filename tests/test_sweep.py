@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from studykit.grid import CPU_THREADS_PER_WORKER, cpu_grid_workers
 from studykit.sweep import run_sweep
 from studykit.training import RunConfig, run_grid
 
@@ -29,7 +30,7 @@ def test_sweep_matches_sequential_and_resumes(tmp_path, fixture_data):
     assert logs.count("): run ") == 4  # every run trained exactly once, the duplicate not again
     assert set(frame["worker"]) <= {0, 1}
 
-    sequential = run_grid(tiny_grid(tmp_path / "sequential", fixture_data))
+    sequential = run_grid(tiny_grid(tmp_path / "sequential", fixture_data), workers=1)
     for metric in METRICS:  # deterministic on CPU with one thread per process: the same numbers
         assert list(frame[metric][:4]) == pytest.approx(list(sequential[metric]), rel=1e-6, abs=1e-7), metric
 
@@ -49,3 +50,21 @@ def test_sweep_records_a_failing_run_and_goes_on(tmp_path, fixture_data):
     assert "no-such-model-folder" in failed["error"]
     # Failed runs are skipped next time unless retry_failed=True.
     assert run_sweep([bad], workers=1)["status"][0] == "failed (skipped)"
+
+
+def test_run_grid_packs_pending_runs_on_the_cores_by_default(tmp_path, fixture_data, monkeypatch):
+    monkeypatch.delenv("GRID_WORKERS", raising=False)  # the suite runs grids in-process (conftest.py)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert cpu_grid_workers(pending=1) == 1 and cpu_grid_workers(pending=5) == 2 // CPU_THREADS_PER_WORKER
+    configs = tiny_grid(tmp_path / "default", fixture_data)[:2]
+    frame = run_grid(configs)
+    if cpu_grid_workers(pending=2) > 1:  # packed: rows name their worker, worker logs under .sweep
+        assert frame["worker"].nunique() == cpu_grid_workers(pending=2) and (tmp_path / "default" / ".sweep").is_dir()
+    else:
+        assert "worker" not in frame
+    sequential = run_grid(tiny_grid(tmp_path / "sequential", fixture_data)[:2], workers=1)
+    assert "worker" not in sequential
+    for metric in METRICS:  # one thread per worker, one thread here (conftest.py): the same numbers
+        assert list(frame[metric]) == pytest.approx(list(sequential[metric]), rel=1e-6, abs=1e-7), metric
+    monkeypatch.setenv("GRID_WORKERS", "1")  # a user can say otherwise
+    assert cpu_grid_workers(pending=5) == 1

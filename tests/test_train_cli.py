@@ -52,3 +52,13 @@ def test_plan_prints_what_fits_and_trains_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "full fine-tuning" in out and "max per-device batch" in out
     assert not (tmp_path / "results" / "task2").exists()
+
+
+def test_a_grid_on_a_small_gpu_is_warned_before_it_starts():
+    # run_grid prints these on a GPU before the first run; here with a pretend 1 MB card.
+    from studykit.grid import memory_warnings
+    from studykit.profiles import study_configs
+    configs = study_configs("task2", "fast", models=["tiny-bert"], datasets=["restaurant_sup"], seeds=[1])
+    warnings = memory_warnings(configs, device_memory_bytes=10**6)
+    assert len(warnings) == 1 and "tiny-bert" in warnings[0] and "restaurant_sup" in warnings[0]
+    assert memory_warnings(configs, device_memory_bytes=10**12) == []
