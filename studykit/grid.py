@@ -134,7 +134,7 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
             clean_stale_temporaries(results_dir)
 
     elsewhere = []
-    for i in progress_bar(todo, desc="grid", disable=not state.is_main_process):
+    for i in progress_bar(todo, desc="grid", disable=not state.is_main_process or not todo):
         outcome = _claim(state, folders[i])
         if outcome == "train":
             rows[i] = _train_claimed(state, configs[i], folders[i], stop_on_error)
