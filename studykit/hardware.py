@@ -4,10 +4,9 @@ Nothing here runs at import time and nothing needs Linux, so the package imports
 """
 from __future__ import annotations
 
-import os
 import platform
 
-__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "describe_hardware"]
+__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision"]
 
 
 def cpu_name() -> str:
@@ -52,13 +51,3 @@ def resolve_precision(precision: str) -> tuple[str, str]:
     if features:
         return "bf16", f"auto: CPU supports {' and '.join(features)}"
     return "fp32", "auto: CPU without native bf16 (no AVX-512 BF16 or AMX; emulated bf16 is slower than fp32)"
-
-
-def describe_hardware() -> str:
-    """One line: the GPUs if torch sees any, else the CPU with its core and thread counts."""
-    import torch
-
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        return f"{torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB"
-    return f"CPU only: {cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
