@@ -1,4 +1,4 @@
-"""What machine this is: one place for the CPU name and a one-line hardware description.
+"""What machine this is: one place for the CPU name, its bf16 support and the precision "auto" resolves to.
 
 Nothing here runs at import time and nothing needs Linux, so the package imports on Windows and macOS.
 """
