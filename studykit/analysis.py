@@ -246,7 +246,8 @@ def compare_methods(results: pd.DataFrame, metric: str = "f1_macro") -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def _interval(ci) -> str:
+def format_interval(ci) -> str:
+    """An interval as "[low, high]" with signs, or "n/a" where it is undefined (one seed)."""
     return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if np.all(np.isfinite(ci)) else "n/a"
 
 
@@ -265,7 +266,7 @@ def describe_comparisons(comparisons: pd.DataFrame, metric: str = "f1_macro") ->
         lines.append(
             f"{r['dataset']}: {r['method']} {r[f'{metric} method']:.3f} vs {r['baseline']} "
             f"{r[f'{metric} baseline']:.3f} {metric_name(metric)}; difference {r['difference']:+.3f}, 95 % "
-            f"t-interval {_interval((low, high))}; higher in {r['seeds won']} and lower in "
+            f"t-interval {format_interval((low, high))}; higher in {r['seeds won']} and lower in "
             f"{r['seeds lost']} of {r['paired seeds']} seeds; {verdict}.")
     return lines
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .analysis import _interval, paired_statistics
+from .analysis import format_interval, paired_statistics
 from .profiles import PROFILES
 
 __all__ = ["what_ran", "settings_beside_report", "time_per_epoch", "what_did_not_run", "task2_findings",
@@ -129,7 +129,7 @@ def task2_findings(results: pd.DataFrame, missing: pd.DataFrame, scores: pd.Data
             low, high = cmp["ci95"]
             decided = ("beyond seed noise" if low > 0 or high < 0 else "not decided by these seeds")
             text += (f", higher in {cmp['b_wins']} of {cmp['n']} seeds, 95 % t-interval of the difference "
-                     f"{_interval(cmp['ci95'])}: {decided}")
+                     f"{format_interval(cmp['ci95'])}: {decided}")
         if scores is not None and not scores.empty:
             best = scores[(scores["dataset"] == dataset) & (scores["method"] == means.index[0])]
             per_class = best.groupby("class", sort=False)["f1"].mean()
