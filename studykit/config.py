@@ -69,6 +69,10 @@ class RunConfig:
         None, "full, adapter or lora; None: adapter when adapter_size is set, else full", "unless_default")
     lora_rank: int = _field(8, "LoRA rank r (method=lora)", "unless_default")
     lora_alpha: int = _field(16, "LoRA scaling alpha (method=lora)", "unless_default")
+    early_stopping_patience: int | None = _field(
+        None, "select on the dev split: evaluate dev macro-F1 at every evaluation, report the test metrics of the "
+              "best one, stop after this many evaluations without improvement; None: no dev split, report the last",
+        "unless_default")
 
     def __post_init__(self):
         if not isinstance(self.dataset, str) and not (
@@ -108,6 +112,9 @@ class RunConfig:
             (is_int(self.lora_rank) and self.lora_rank >= 1 and is_int(self.lora_alpha) and self.lora_alpha >= 1,
              "lora_rank and lora_alpha must be ints >= 1"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be None or >= 1"),
+            (self.early_stopping_patience is None or (is_int(self.early_stopping_patience)
+                                                      and self.early_stopping_patience >= 1),
+             f"early_stopping_patience must be None or an int >= 1, got {self.early_stopping_patience!r}"),
             (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size must be None or >= 1"),
             # Whether it divides batch_size x processes is checked when the run starts (the process count
             # is known there), and recorded as that run's failure, so a grid goes on.
@@ -124,6 +131,15 @@ class RunConfig:
     def method_name(self) -> str:
         """The training method: `method` if set, else adapter when `adapter_size` is set, else full."""
         return self.method or ("adapter" if self.adapter_size else "full")
+
+    @property
+    def uses_dev(self) -> bool:
+        """Whether the run reads a dev split (for selection on dev): its data, and so its hash, include it."""
+        return self.early_stopping_patience is not None
+
+    def data_fingerprint(self) -> str:
+        """The fingerprint of the data this run reads (the dev split included when it uses one)."""
+        return data_fingerprint(self.dataset, self.data_dir, dev=self.uses_dev)
 
     @property
     def resolved_precision(self) -> str:
@@ -157,5 +173,5 @@ def hash_of_config(config: RunConfig, precision: str, data: str | None = None) -
         if rule == "always" or (rule == "unless_default" and value != f.default):
             fields[f.name] = value
     fields["precision"] = precision
-    fields["data"] = data or data_fingerprint(config.dataset, config.data_dir)
+    fields["data"] = data or config.data_fingerprint()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

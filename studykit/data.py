@@ -1,7 +1,8 @@
 """Data: the three classification datasets, read from their raw distributed files.
 
 `get_dataset(name, sep_token)` returns a `datasets.DatasetDict` with `train` and `test` splits, columns
-`text` and `label` (a `ClassLabel` with the class names). The raw files are parsed here, not by
+`text` and `label` (a `ClassLabel` with the class names); `dev=True` adds a `dev` split for model selection
+(the shipped dev file of restaurant and acl; for AG News, 10 % carved from its training split). The raw files are parsed here, not by
 `datasets.load_dataset`, so a malformed file is reported with its path and line number.
 """
 from __future__ import annotations
@@ -20,12 +21,13 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 __all__ = [
-    "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED",
+    "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED", "AGNEWS_DEV_SEED",
     "DataError", "get_dataset", "resolve_data_dir", "dataset_files", "dataset_source", "data_fingerprint",
     "audit_dataset", "test_overlap_mask", "AGNEWS_HUB_ID", "AGNEWS_FROM_HUB_ENV",
 ]
 
 AGNEWS_SPLIT_SEED = 2022   # the course's 9:1 split of the 7600-row AG News test set
+AGNEWS_DEV_SEED = 2023     # AG News ships no dev split: 10 % of its training split, drawn with this seed
 FEW_SHOT_PER_CLASS = 32    # few-shot variants: 32 training examples per class (fewer if a class is smaller)
 FEW_SHOT_SEED = 2022       # ... drawn with this seed, so every run sees the same few-shot set
 
@@ -37,21 +39,22 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class DatasetSpec:
     folder: str
-    files: tuple[str, ...]
+    files: tuple[str, ...]     # (train, test), or AG News's one file that both come from
     labels: tuple[str, ...]
     source: str
+    dev_file: str | None = None  # the shipped dev split; None: carved from train (AG News)
 
 
 DATASETS = {
     "restaurant": DatasetSpec(
         "restaurant", ("train.json", "test.json"), ("positive", "neutral", "negative"),
         "SemEval-2014 Task 4 restaurants in the Xu et al. 2019 ASC format "
-        "(github.com/howardhsu/ASC_failure, folder asc/rest; test.json = test_full.json)"),
+        "(github.com/howardhsu/ASC_failure, folder asc/rest; test.json = test_full.json)", "dev.json"),
     "acl": DatasetSpec(
         "acl", ("train.jsonl", "test.jsonl"),
         ("Background", "Uses", "CompareOrContrast", "Motivation", "Extends", "Future"),
         "ACL-ARC citation intent (github.com/allenai/scibert, data/text_classification/citation_intent; "
-        "train.txt/test.txt renamed to .jsonl)"),
+        "train.txt/test.txt renamed to .jsonl)", "dev.jsonl"),
     "agnews": DatasetSpec(
         "agnews", ("test.csv",), ("World", "Sports", "Business", "Sci/Tech"),
         "AG News ag_news_csv/test.csv (github.com/Shane-Neeley/CharCnn_Keras, data/ag_news_csv at commit "
@@ -74,11 +77,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(data_dir or os.environ.get("DATA_DIR") or "data")
 
 
-def dataset_files(name: str, data_dir=None) -> list[Path]:
-    """The raw files a dataset name reads (used to fingerprint the tokenization cache)."""
+def dataset_files(name: str, data_dir=None, dev: bool = False) -> list[Path]:
+    """The raw files a dataset name reads (with `dev`: also its dev file, where it ships one)."""
     spec = DATASETS[_split_name(name)[0]]
     root = resolve_data_dir(data_dir) / spec.folder
-    return [root / f for f in spec.files]
+    return [root / f for f in spec.files + ((spec.dev_file,) if dev and spec.dev_file else ())]
 
 
 def _names(dataset) -> list[str]:
@@ -92,14 +95,14 @@ def _agnews_from_hub() -> bool:
     return os.environ.get(AGNEWS_FROM_HUB_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
-def dataset_source(name, data_dir=None) -> dict:
+def dataset_source(name, data_dir=None, dev: bool = False) -> dict:
     """Where a dataset (a name or a list of names) comes from, for a run's summary: for each name its
     files (path relative to the data folder and sha256 of the content), or the Hub id and revision."""
     root = resolve_data_dir(data_dir)
     sources = {}
     for one in _names(name):
         base = _split_name(one)[0]
-        paths = dataset_files(one, data_dir)
+        paths = dataset_files(one, data_dir, dev)
         if base == "agnews" and not paths[0].is_file() and _agnews_from_hub():
             sources[one] = {"hub": AGNEWS_HUB_ID, "revision": _agnews_hub_revision()}
             continue
@@ -111,13 +114,17 @@ def dataset_source(name, data_dir=None) -> dict:
     return sources
 
 
-def data_fingerprint(name, data_dir=None) -> str:
+def data_fingerprint(name, data_dir=None, dev: bool = False) -> str:
     """A hash of the dataset name(s) and the content of their files (not their dates), which names the
-    run folders; a missing file (AG News from the Hub) counts as the word "missing"."""
+    run folders; a missing file (AG News from the Hub) counts as the word "missing". `dev`: the splits
+    include a dev split (its file, or for AG News the carving seed), so such runs never share a folder
+    with runs trained on the whole training split; without it the hash is what it always was."""
     digest = hashlib.sha256()
     for one in _names(name):
         digest.update(one.encode())
-        for path in dataset_files(one, data_dir):
+        if dev:
+            digest.update(f"dev:{AGNEWS_DEV_SEED}".encode())
+        for path in dataset_files(one, data_dir, dev):
             digest.update(_sha256(path).encode() if path.is_file() else b"missing")
     return digest.hexdigest()
 
@@ -151,8 +158,9 @@ def _label_id(value, labels, path, where):
 def _require(path: Path, name: str) -> Path:
     if not path.is_file():
         spec = DATASETS[name]
+        expected = spec.files + ((spec.dev_file,) if path.name == spec.dev_file else ())
         raise DataError(
-            f"missing data file {path}. {name} expects {', '.join(spec.files)} in {path.parent}, "
+            f"missing data file {path}. {name} expects {', '.join(expected)} in {path.parent}, "
             f"format: {FORMATS[name]}. {FETCH_HINT}; or get them from the public source: {spec.source}. "
             "Pass data_dir=... or set DATA_DIR to the folder that holds restaurant/, acl/ and agnews/."
             + (f" To read the Hub copy {AGNEWS_HUB_ID!r} instead (another copy: its runs get another "
@@ -310,7 +318,7 @@ def _load_agnews_hub() -> Dataset:  # pragma: no cover - needs the Hub
     return hub.cast(_features(DATASETS["agnews"].labels))
 
 
-def _load_supervised(base: str, sep_token: str, data_dir) -> DatasetDict:
+def _load_supervised(base: str, sep_token: str, data_dir, dev: bool = False) -> DatasetDict:
     spec = DATASETS[base]
     root = resolve_data_dir(data_dir) / spec.folder
     features = _features(spec.labels)
@@ -329,19 +337,24 @@ def _load_supervised(base: str, sep_token: str, data_dir) -> DatasetDict:
         if len(full) == 0:
             raise DataError(f"{path}: the file holds no rows")
         split = full.train_test_split(test_size=0.1, seed=AGNEWS_SPLIT_SEED)
-        return _check_not_empty(DatasetDict(train=split["train"], test=split["test"]), str(path))
+        ds = DatasetDict(train=split["train"], test=split["test"])
+        if dev:  # the test split stays the course's; dev comes out of train
+            carved = ds["train"].train_test_split(test_size=0.1, seed=AGNEWS_DEV_SEED)
+            ds = DatasetDict(train=carved["train"], dev=carved["test"], test=ds["test"])
+        return _check_not_empty(ds, str(path))
     splits = {}
-    for split, file in zip(("train", "test"), spec.files):
+    files = dict(zip(("train", "test"), spec.files), **({"dev": spec.dev_file} if dev else {}))
+    for split, file in files.items():
         path = _require(root / file, base)
         data = _read_restaurant(path, sep_token) if base == "restaurant" else _read_acl(path)
         if not data["text"]:
             raise DataError(f"{path}: the {split} split is empty; check the file")
         splits[split] = Dataset.from_dict(data, features=features)
-    return DatasetDict(splits)
+    return DatasetDict({k: splits[k] for k in ("train", "dev", "test") if k in splits})
 
 
 def _few_shot(ds: DatasetDict) -> DatasetDict:
-    """A fixed per-class sample of the training split; the test split is unchanged."""
+    """A fixed per-class sample of the training split; the dev and test splits are unchanged."""
     train = ds["train"].shuffle(seed=FEW_SHOT_SEED)
     taken: dict[int, int] = {}
     keep = []
@@ -349,12 +362,12 @@ def _few_shot(ds: DatasetDict) -> DatasetDict:
         if taken.get(label, 0) < FEW_SHOT_PER_CLASS:
             taken[label] = taken.get(label, 0) + 1
             keep.append(i)
-    return DatasetDict(train=train.select(keep), test=ds["test"])
+    return DatasetDict({**ds, "train": train.select(keep)})
 
 
 def _merge(parts: list[DatasetDict]) -> DatasetDict:
     """Concatenate datasets, shifting label ids so that every dataset keeps its own classes."""
-    names, shifted = [], {"train": [], "test": []}
+    names, shifted = [], {split: [] for split in parts[0]}
     for part in parts:
         offset = len(names)
         names += part["train"].features["label"].names
@@ -367,21 +380,22 @@ def _merge(parts: list[DatasetDict]) -> DatasetDict:
                         for s, ps in shifted.items()})
 
 
-def get_dataset(name, sep_token: str, data_dir=None) -> DatasetDict:
+def get_dataset(name, sep_token: str, data_dir=None, dev: bool = False) -> DatasetDict:
     """Load `name` (e.g. "restaurant_sup", "acl_fs") or a list of names (merged, labels kept apart).
 
     `sep_token` is the tokenizer's separator, placed between the aspect term and the sentence of
-    restaurant examples. Data is read from `data_dir`, else $DATA_DIR, else ./data.
+    restaurant examples. Data is read from `data_dir`, else $DATA_DIR, else ./data. `dev`: add a dev split
+    (restaurant and acl: their dev file; AG News: 10 % of its training split, seed AGNEWS_DEV_SEED).
     """
     if isinstance(name, (list, tuple)):
         if not name:
             raise DataError(f"empty list of datasets; valid names: {', '.join(DATASET_NAMES)}")
         for n in name:  # every name checked before any file is read: an unknown one is named first
             _split_name(n)
-        parts = [get_dataset(n, sep_token, data_dir) for n in name]
+        parts = [get_dataset(n, sep_token, data_dir, dev) for n in name]
         return parts[0] if len(parts) == 1 else _merge(parts)
     base, kind = _split_name(name)
-    ds = _load_supervised(base, sep_token, data_dir)
+    ds = _load_supervised(base, sep_token, data_dir, dev)
     return _few_shot(ds) if kind == "fs" else ds
 
 

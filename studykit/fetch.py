@@ -44,12 +44,16 @@ DATA_SOURCES = {
                  "c63942f9c384dc1c35a16e9cdd838622d610f1cb1ea58ef7fd095e966ed7aaa5"),
         DataFile("restaurant/test.json", (_ASC + "test_full.json",),   # renamed: test_full.json -> test.json
                  "7db632b9e004f4427341fbf66c9ee5303a5ffb10e05cb474e5d64dc46d190204"),
+        DataFile("restaurant/dev.json", (_ASC + "dev.json",),
+                 "5051f3c4b31c86c5d48ce3c654cc522194afacd8b87f2e0c90ebead04d8dafdd"),
     ),
     "acl": (
         DataFile("acl/train.jsonl", (_ACL + "train.txt",),               # renamed: .txt -> .jsonl
                  "58eef60d2bbfdabefc3de25191714f769db03134523ef67e87d864112c67908c"),
         DataFile("acl/test.jsonl", (_ACL + "test.txt",),
                  "749d083cc3141d54a2bf1475c02a5a1c020c664601d55fe2829bdf85f06db4bb"),
+        DataFile("acl/dev.jsonl", (_ACL + "dev.txt",),
+                 "bc456ac8caf40829dc2d3a44801a385ad8463c80682cbf002c19329b35812b5f"),
     ),
     "agnews": (
         DataFile("agnews/test.csv", (

@@ -28,7 +28,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import data_fingerprint
 from .modeling import safe_name
 
 __all__ = ["RunFolder", "write_json_atomic", "check_writable", "run_folders", "grid_row", "dataset_label",
@@ -151,7 +150,7 @@ class RunFolder:
 
     @classmethod
     def for_config(cls, config) -> "RunFolder":
-        fingerprint = data_fingerprint(config.dataset, config.data_dir)
+        fingerprint = config.data_fingerprint()
         digest = config.config_hash(data=fingerprint)
         root = Path(config.results_dir)
         path = root / config.task / dataset_label(config.dataset) / safe_name(config.model_name) / digest

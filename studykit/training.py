@@ -32,7 +32,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .adapters import count_parameters
 from .config import RunConfig
-from .data import DATASETS, data_fingerprint, dataset_source, get_dataset
+from .data import DATASETS, dataset_source, get_dataset
 from .hardware import cpu_name, resolve_precision
 from .meter import SpeedMeter
 from .methods import method_for
@@ -64,12 +64,13 @@ def __getattr__(name):
 # ----------------------------------------------------------------------------- data pipeline
 
 def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | None = None):
-    """Tokenized train/test splits, cached on disk per (tokenizer, dataset, max_length).
+    """Tokenized train/test splits (and dev, when the run selects on it), cached on disk per
+    (tokenizer, dataset and splits, max_length).
 
     The cache lives under `<results_dir>/.cache/tokenized/`, so the runs of a grid after the first
     load it in well under a second instead of tokenizing again.
     """
-    fingerprint = data_fingerprint(config.dataset, config.data_dir)
+    fingerprint = config.data_fingerprint()
     key = hashlib.sha256(json.dumps({
         "tokenizer": tokenizer.name_or_path, "vocab": len(tokenizer), "sep": tokenizer.sep_token,
         "data": fingerprint, "max_length": config.max_length,
@@ -79,13 +80,13 @@ def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | No
     def build():
         if (path / "dataset_dict.json").is_file():
             return
-        raw = get_dataset(config.dataset, tokenizer.sep_token, config.data_dir)
+        raw = get_dataset(config.dataset, tokenizer.sep_token, config.data_dir, dev=config.uses_dev)
         encoded = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=config.max_length),
                           batched=True, remove_columns=["text"])
         encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         try:
-            if data_fingerprint(config.dataset, config.data_dir) != fingerprint:  # never cache text under another key
+            if config.data_fingerprint() != fingerprint:  # never cache text under another key
                 raise DataChanged(f"the data files of {config.dataset} changed while they were read; run again")
             encoded.save_to_disk(str(tmp))
             tmp.replace(path)
@@ -158,12 +159,17 @@ def build_loaders(config, encoded, tokenizer, per_device_batch_size: int, pad_mu
         sampler = torch.utils.data.RandomSampler(train, generator=generator)
     train_loader = DataLoader(train.select_columns(columns), batch_size=per_device_batch_size, sampler=sampler,
                               collate_fn=collate)
-    # Evaluation sorted by length: nearly no padding, and the order does not change the metrics.
-    test = encoded["test"].add_column("idx", list(range(len(encoded["test"]))))
-    order = np.argsort(test["length"], kind="stable")[::-1]
-    test_loader = DataLoader(test.select(order).select_columns(columns + ["idx"]), batch_size=eval_batch_size,
-                             shuffle=False, collate_fn=collate)
-    return train_loader, test_loader, generator
+    return train_loader, eval_loader(encoded["test"], collate, eval_batch_size), generator
+
+
+def eval_loader(split, collate, eval_batch_size: int) -> DataLoader:
+    """An evaluation loader over a tokenized split, sorted by length (nearly no padding; the order does not
+    change the metrics), with an `idx` column that maps each prediction back to the split's order."""
+    columns = ["input_ids", "attention_mask", "label", "idx"]
+    split = split.add_column("idx", list(range(len(split))))
+    order = np.argsort(split["length"], kind="stable")[::-1]
+    return DataLoader(split.select(order).select_columns(columns), batch_size=eval_batch_size, shuffle=False,
+                      collate_fn=collate)
 
 
 # ----------------------------------------------------------------------------- training
@@ -281,20 +287,56 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     model = method_for(config).apply(model)
     encoded = tokenize_dataset(config, tokenizer, accelerator)
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None
-    loaders = build_loaders(config, encoded, tokenizer, per_device, pad_multiple,
-                            eval_batch_size_for(config, accelerator.device.type))
+    eval_batch_size = eval_batch_size_for(config, accelerator.device.type)
+    loaders = build_loaders(config, encoded, tokenizer, per_device, pad_multiple, eval_batch_size)
+    dev_loader = None
+    if "dev" in encoded:
+        dev_loader = eval_loader(encoded["dev"], DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple),
+                                 eval_batch_size)
     if accelerator.is_main_process:
         progress_write(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
-                       f"{len(encoded['train'])} train / {len(encoded['test'])} test examples, batch "
+                       f"{len(encoded['train'])} train / "
+                       + (f"{len(encoded['dev'])} dev / " if dev_loader else "")
+                       + f"{len(encoded['test'])} test examples, batch "
                        f"{config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
                        f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}")
-    return model, labels, loaders
+    return model, labels, loaders, dev_loader
+
+
+class DevSelection:
+    """Selection on the dev split (`early_stopping_patience`): keeps the test metrics and predictions of the
+    evaluation with the best dev macro-F1 (and, for methods that save weights, those weights), and says
+    when `patience` evaluations in a row have not improved on it. Test is never used to choose."""
+
+    def __init__(self, patience: int, keep_weights: bool):
+        self.patience, self.keep_weights = patience, keep_weights
+        self.best_f1, self.best, self.weights, self.since_best = -1.0, None, None, 0
+
+    def update(self, dev_f1: float, test_metrics: dict, predictions, step: int, epoch: float, model) -> bool:
+        """Record one evaluation; True when training should stop."""
+        if dev_f1 > self.best_f1:
+            self.best_f1, self.since_best = dev_f1, 0
+            self.best = {"metrics": dict(test_metrics), "predictions": predictions, "step": step, "epoch": epoch}
+            if self.keep_weights:  # trainable weights only (adapters, LoRA, head): small, kept on the host
+                self.weights = {n: p.detach().to("cpu", copy=True)
+                                for n, p in model.named_parameters() if p.requires_grad}
+        else:
+            self.since_best += 1
+        return self.since_best >= self.patience
+
+    def restore(self, model) -> None:
+        """Put the selected weights back into `model` (the unwrapped one) before it is saved."""
+        if self.weights:
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in self.weights.items():
+                    params[name.removeprefix("module.")].copy_(value)
 
 
 def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, list, object]:
     """Train and evaluate; returns (summary, metrics log, final test predictions, the trained model)."""
     t_prep = time.perf_counter()
-    model, labels, (train_loader, test_loader, generator) = _model_and_data(config, accelerator)
+    model, labels, (train_loader, test_loader, generator), dev_loader = _model_and_data(config, accelerator)
     data_prep_s = time.perf_counter() - t_prep
 
     # Fused AdamW on CPU too: one kernel instead of a Python loop over every parameter tensor.
@@ -302,6 +344,11 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
     if config.compile:
         model = torch.compile(model, dynamic=True)  # dynamic: padded lengths vary from batch to batch
     model, optimizer, train_loader, test_loader = accelerator.prepare(model, optimizer, train_loader, test_loader)
+    selection = None
+    if dev_loader is not None:
+        dev_loader = accelerator.prepare(dev_loader)
+        selection = DevSelection(config.early_stopping_patience,
+                                 keep_weights=bool(method_for(config).weights_file and config.save_adapter))
     accum = accelerator.gradient_accumulation_steps
     steps_per_epoch = math.ceil(len(train_loader) / accum)
     total_steps = min(steps_per_epoch * config.epochs, config.max_steps or math.inf)
@@ -313,7 +360,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
 
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    meter, log, step = SpeedMeter(accelerator.device), [], 0
+    meter, log, step, stop_early = SpeedMeter(accelerator.device), [], 0, False
     loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
     bar = progress_bar(total=total_steps, desc=f"{safe_name(config.model_name)} {config.dataset} s{config.seed}",
                        disable=not accelerator.is_local_main_process, leave=False)
@@ -355,18 +402,36 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
                 meter.end_eval(metrics["eval_examples"])
                 log.append({"step": step, "epoch": step / steps_per_epoch, "split": "test", **metrics})
                 bar.set_postfix(acc=f"{metrics['accuracy']:.3f}", f1=f"{metrics['f1_macro']:.3f}", refresh=False)
-            if step >= total_steps:
+                if selection is not None:
+                    meter.start_eval()
+                    dev = evaluate(model, dev_loader, accelerator, len(labels))
+                    dev.pop("predictions")
+                    meter.end_eval(dev["eval_examples"])
+                    log.append({"step": step, "epoch": step / steps_per_epoch, "split": "dev", **dev})
+                    stop_early = selection.update(dev["f1_macro"], metrics, predictions, step,
+                                                  step / steps_per_epoch, accelerator.unwrap_model(model))
+            if step >= total_steps or stop_early:
                 break
         meter.end_epoch()
-        if step >= total_steps:
+        if step >= total_steps or stop_early:
             break
     bar.close()
 
-    final = {k: log[-1][k] for k in ("accuracy", "f1_macro", "f1_micro", "eval_loss", "eval_examples")}
+    keys = ("accuracy", "f1_macro", "f1_micro", "eval_loss", "eval_examples")
+    final = {k: next(r for r in reversed(log) if r["split"] == "test")[k] for k in keys}
+    selected = {}
+    if selection is not None:  # the test metrics of the evaluation chosen on dev, not the last one
+        final = {k: selection.best["metrics"][k] for k in keys}
+        predictions = selection.best["predictions"]
+        selected = {"selected_on": "dev macro-F1", "selected_step": selection.best["step"],
+                    "selected_epoch": selection.best["epoch"], "dev_f1_macro": selection.best_f1,
+                    "stopped_early": bool(stop_early), "dev_examples": next(r for r in reversed(log) if r["split"] == "dev")["eval_examples"]}
     model = accelerator.unwrap_model(model)
+    if selection is not None:
+        selection.restore(model)  # the saved weights are the selected ones
     counts = count_parameters(model)
     summary = {
-        **final, "status": "finished",
+        **final, "status": "finished", **selected,
         "train_loss": next(r["loss"] for r in reversed(log) if r["split"] == "train"), "steps": step,
         **meter.summary(accelerator), "eval_batch_size": eval_batch_size_for(config, accelerator.device.type),
         "data_prep_s": data_prep_s,
@@ -378,7 +443,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         "hardware": _hardware(accelerator), "versions": _versions(),
         **_peak_memory(accelerator),
     }
-    del optimizer, train_loader, test_loader
+    del optimizer, train_loader, test_loader, dev_loader, selection
     return summary, log, predictions, model
 
 
@@ -388,7 +453,7 @@ def train_run(config: RunConfig) -> dict:
     finished = folder.finished_summary()
     if finished is not None:
         return finished
-    source = dataset_source(config.dataset, config.data_dir)  # each file's sha256, as the run starts
+    source = dataset_source(config.dataset, config.data_dir, dev=config.uses_dev)  # each file's sha256, as the run starts
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: fp32 accuracy is not needed here
@@ -400,7 +465,7 @@ def train_run(config: RunConfig) -> dict:
     t_start = time.perf_counter()
     summary, log, predictions, model = _train(config, accelerator)
     summary["wall_time_s"] = time.perf_counter() - t_start
-    if data_fingerprint(config.dataset, config.data_dir) != folder.data_fingerprint:
+    if config.data_fingerprint() != folder.data_fingerprint:
         raise DataChanged(f"the data files of {config.dataset} changed during the run; it is not filed under "
                           f"{folder.path} (its config hash names the data it started with); run it again")
     summary["config_hash"] = folder.config_hash

@@ -11,7 +11,7 @@ from studykit.config import RunConfig, data_fingerprint
 def _old_hash(config):
     """The hash as computed before the hash rules became field metadata (a hand-kept skip set)."""
     skip = {"seed", "results_dir", "data_dir", "num_threads", "save_adapter", "compile", "eval_batch_size"}
-    new = {"method", "lora_rank", "lora_alpha"}  # fields added since, not in the old dataclass
+    new = {"method", "lora_rank", "lora_alpha", "early_stopping_patience"}  # fields added since, not in the old dataclass
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip | new}
     fields["data"] = data_fingerprint(config.dataset, config.data_dir)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

@@ -53,14 +53,16 @@ def test_real_sources_through_local_server_renamed_and_verified(tmp_path, http_m
     out = tmp_path / "data"
     written = fetch.fetch_data(["restaurant_sup", "acl_sup", "agnews_sup"], out, mirror=url)
     assert sorted(p.relative_to(out).as_posix() for p in written) == [
-        "acl/test.jsonl", "acl/train.jsonl", "agnews/test.csv", "restaurant/test.json", "restaurant/train.json"]
+        "acl/dev.jsonl", "acl/test.jsonl", "acl/train.jsonl", "agnews/test.csv",
+        "restaurant/dev.json", "restaurant/test.json", "restaurant/train.json"]
     from studykit.data import get_dataset
     ds = get_dataset("restaurant_sup", "</s>", data_dir=out)
     assert (len(ds["train"]), len(ds["test"])) == (3452, 1120)   # test_full.json became test.json
+    assert len(get_dataset("acl_sup", "</s>", data_dir=out, dev=True)["dev"]) == 114  # dev.txt became dev.jsonl
     assert len(get_dataset("agnews_sup", "</s>", data_dir=out)["test"]) == 760
     # a second fetch verifies and keeps what is there, with no server needed
     again = fetch.fetch_data(["acl_sup"], out, mirror="http://127.0.0.1:9")
-    assert len(again) == 2
+    assert len(again) == 3
 
 
 def _fake_sources(monkeypatch, good: bytes):
