@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +153,21 @@ def test_packing_layouts_and_quick_run(tmp_path):
     assert all(r["recorded_precision"] == ["fp32"] and r["wall_s"] > 0 for r in out["runs"])
     assert out["summary"]["best_fp32"] in ("1x2", "2x1")
     assert (tmp_path / "p.txt").read_text().startswith("# python bench/packing.py --quick")
+
+
+def test_parity_table_pairs_precisions_by_seed_and_flags_missing_cells():
+    from bench.parity import parity_table
+    rows = []
+    for seed, (f32, b16) in enumerate([(0.60, 0.62), (0.70, 0.71), (0.65, 0.68)], 1):
+        for precision, f1 in (("fp32", f32), ("bf16", b16)):
+            rows.append({"dataset": "acl_sup", "training_method": "full", "method": precision, "seed": seed,
+                         "f1_macro": f1, "accuracy": f1 + 0.1, "train_time_s": 100.0 if precision == "fp32" else 40.0})
+    rows.append({"dataset": "agnews_sup", "training_method": "full", "method": "fp32", "seed": 1,
+                 "f1_macro": 0.9, "accuracy": 0.9, "train_time_s": 1.0})
+    table = parity_table(pd.DataFrame(rows)).set_index("dataset")
+    assert table.loc["acl_sup", "pairs"] == 3
+    assert table.loc["acl_sup", "f1_macro diff"] == pytest.approx(0.02)
+    low, high = (float(x) for x in table.loc["acl_sup", "f1_macro 95% CI"].strip("[]").split(","))
+    assert low < 0.02 < high and low > -0.03  # the t-interval of +0.02, +0.01, +0.03 over 3 seeds
+    assert table.loc["acl_sup", "train s bf16"] == 40.0
+    assert table.loc["agnews_sup", "pairs"] == 0  # bf16 has not run there: no difference is made up
