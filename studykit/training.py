@@ -433,6 +433,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
     summary = {
         **final, "status": "finished", **selected,
         "train_loss": next(r["loss"] for r in reversed(log) if r["split"] == "train"), "steps": step,
+        "epochs_trained": step / steps_per_epoch,  # fractional where selection on dev stopped mid-epoch
         **meter.summary(accelerator), "eval_batch_size": eval_batch_size_for(config, accelerator.device.type),
         "data_prep_s": data_prep_s,
         "trainable_params": counts["trainable"], "total_params": counts["total"],

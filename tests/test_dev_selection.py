@@ -100,6 +100,7 @@ def test_a_run_selected_on_dev_reports_the_test_metrics_of_the_chosen_evaluation
     after_best = [r for r in dev if r["step"] > best["step"]]
     assert summary["stopped_early"] == (len(after_best) == 2 and dev[-1]["step"] < 18)
     assert len(after_best) <= 2  # never more evaluations past the best than the patience
+    assert summary["epochs_trained"] == pytest.approx(dev[-1]["epoch"])
     assert summary["data_source"]["restaurant_sup"]["files"][-1]["path"] == "restaurant/dev.json"
     predictions = json.loads((config.run_dir / "predictions.json").read_text())
     assert len(predictions) == 48
