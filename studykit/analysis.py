@@ -17,7 +17,8 @@ from .results import paired_comparison
 __all__ = ["select_runs", "duplicate_seeds", "DuplicateSeedWarning", "test_labels", "per_class_scores",
            "per_class_table", "confusion_matrices", "never_predicted", "class_balance", "majority_level",
            "paired_statistics", "min_wilcoxon_p", "what_seeds_decide", "curve_facts", "describe_curve_facts",
-           "describe_collapse", "compare_methods", "describe_comparisons", "METRIC_NAMES", "metric_name"]
+           "describe_collapse", "compare_methods", "describe_comparisons", "METRIC_NAMES", "metric_name",
+           "selection_table", "describe_selection"]
 
 METRIC_NAMES = {"f1_macro": "macro-F1", "accuracy": "accuracy", "eval_loss": "loss", "loss": "training loss",
                 "f1_micro": "micro-F1"}
@@ -65,6 +66,36 @@ def select_runs(results: pd.DataFrame, configs, on_duplicate: str = "warn") -> p
     chosen = chosen.reset_index(drop=True)
     chosen.attrs["missing"] = [str(c.run_dir) for k, c in wanted.items() if k not in found]
     return chosen
+
+
+# --- selection on the dev split ---------------------------------------------------------------------------------
+
+def selection_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, method), for runs selected on dev (`early_stopping_patience`): the epoch budget, the
+    epochs trained before dev macro-F1 stopped improving, the epoch selected, how many runs stopped early,
+    the dev macro-F1 selected, and the training time that took (mean over seeds). Empty without such runs."""
+    if "selected_epoch" not in results or results["selected_epoch"].isna().all():
+        return pd.DataFrame()
+    runs = results.dropna(subset=["selected_epoch"])
+    table = runs.groupby(["dataset", "method"]).agg(
+        **{"epoch budget": ("epochs", "first"), "epochs trained": ("epochs_trained", "mean"),
+           "selected epoch": ("selected_epoch", "mean"), "stopped early": ("stopped_early", "sum"),
+           "runs": ("seed", "size"), "dev macro-F1": ("dev_f1_macro", "mean"),
+           "training min": ("train_time_s", lambda t: t.mean() / 60)})
+    table["stopped early"] = table["stopped early"].astype(int).astype(str) + " of " + table.pop("runs").astype(str)
+    return table
+
+
+def describe_selection(table: pd.DataFrame) -> list[str]:
+    """Sentences from `selection_table`: where each method was selected and whether it used its budget."""
+    lines = []
+    for (dataset, method), r in table.iterrows():
+        lines.append(f"{dataset}, {method}: selected at epoch {r['selected epoch']:.1f} on average (dev macro-F1 "
+                     f"{r['dev macro-F1']:.3f}); trained {r['epochs trained']:.1f} of {r['epoch budget']:.0f} epochs "
+                     f"({r['training min']:.1f} min), stopped early in {r['stopped early']} runs"
+                     + ("; its best dev score came, on average, in the last epoch of its budget: a larger budget "
+                        "may still help" if r["selected epoch"] > r["epoch budget"] - 1 else "") + ".")
+    return lines
 
 
 # --- per-class analysis ---------------------------------------------------------------------------------------

@@ -15,10 +15,14 @@ __all__ = ["what_ran", "settings_beside_report", "time_per_epoch", "what_did_not
 # --- what ran, and how it differs from the report -------------------------------------------------------------
 
 def time_per_epoch(results: pd.DataFrame) -> pd.DataFrame:
-    """Seconds per epoch with and without the test evaluations (`time_per_epoch_s` includes them;
-    `train_time_s / epochs_run` does not), mean per (dataset, method)."""
-    frame = results.assign(**{"s/epoch, training only": results["train_time_s"] / results["epochs_run"],
-                              "s/epoch incl. evaluations": results["time_per_epoch_s"]})
+    """Seconds per epoch with and without the evaluations run during training, mean per (dataset, method).
+
+    Per epoch of training done: a run that selection on dev stopped mid-epoch counts that epoch's fraction
+    (`epochs_trained`; older runs without it trained whole epochs, `epochs_run`)."""
+    epochs = results["epochs_trained"] if "epochs_trained" in results else results["epochs_run"]
+    epochs = epochs.fillna(results["epochs_run"])
+    frame = results.assign(**{"s/epoch, training only": results["train_time_s"] / epochs,
+                              "s/epoch incl. evaluations": results["time_per_epoch_s"] * results["epochs_run"] / epochs})
     cols = ["s/epoch, training only", "s/epoch incl. evaluations", "train_samples_per_s"]
     return frame.groupby(["dataset", "method"])[cols].mean().rename(
         columns={"train_samples_per_s": "training examples/s"})
@@ -42,13 +46,19 @@ def what_ran(results: pd.DataFrame) -> str:
 # Why each profile departs from the report's settings (studykit/profiles.py says the same).
 _REASONS = {
     "reference": {
-        "learning_rate": "1e-5 under-trains the 22 M-parameter MiniLM in a few CPU epochs; adapters train a few "
-                         "percent of the weights from a zero start and need a larger step",
-        "epochs": "the 2-core CPU budget; acl gets more epochs because its 1,688 training examples give few steps",
+        "learning_rate": "1e-5 under-trains the 22 M-parameter MiniLM in a few CPU epochs; adapters (1e-3, Houlsby "
+                         "et al.'s range) and LoRA (5e-4, Hu et al.) train a few percent of the weights and need a "
+                         "larger step; not tuned on dev (the CPU budget)",
+        "epochs": "the most epochs a run may take on the 2-core CPU budget (acl more: its 1,688 examples give few "
+                  "steps; adapters and LoRA 1.5x full fine-tuning); selection on dev picks the evaluation reported",
         "batch_size": "CPU time per step; acl uses 16 so that its small training split gives enough steps",
-        "evals_per_epoch": "each test evaluation for the curves costs CPU time",
-        "precision": "the committed runs are fp32 (their folders are named by it); `auto` is bf16 on GPUs and "
-                     "on CPUs with native bf16",
+        "evals_per_epoch": "each evaluation (dev and test) costs CPU time",
+        "precision": "auto: bf16 autocast on this CPU (AMX / AVX-512 BF16), as on GPUs; fp32 on CPUs without "
+                     "native bf16 (bench/parity.py compares the two)",
+        "early_stopping_patience": "the report trains a fixed number of epochs and reports the last; here each "
+                                   "method is selected on the dev split (patience in evaluations)",
+        "method": "the reference profile adds LoRA beside the adapters",
+        "adapter_size": "LoRA runs have no adapters (None)",
     },
     "fast": {
         "learning_rate": "a randomly initialized tiny model needs a large step",
@@ -59,7 +69,15 @@ _REASONS = {
         "adapter_size": "the tiny model is only a few dozen units wide",
     },
 }
-_DEFAULTS = {"max_length": 128, "evals_per_epoch": 4, "precision": "auto", "adapter_size": None}
+_DEFAULTS = {"max_length": 128, "evals_per_epoch": 4, "precision": "auto", "adapter_size": None, "method": None,
+             "early_stopping_patience": None}
+
+
+def _setting(variant: dict, key: str) -> str:
+    """A profile variant's value of `key` as shown; the method by name (implied by adapter_size when unset)."""
+    if key == "method":
+        return variant.get("method") or ("adapter" if variant.get("adapter_size") else "full")
+    return str(variant.get(key, _DEFAULTS.get(key)))
 
 
 def _per_dataset(values: dict) -> str:
@@ -75,9 +93,9 @@ def settings_beside_report(task: str, profile: str = "reference") -> pd.DataFram
     rows = []
     ours_runs, report_runs = PROFILES[task][profile]["runs"], PROFILES[task]["full"]["runs"]
     for key in ("learning_rate", "epochs", "batch_size", "max_length", "evals_per_epoch", "precision",
-                "adapter_size"):
-        ours = {d: sorted({str(v.get(key, _DEFAULTS.get(key))) for v in vs}) for d, vs in ours_runs.items()}
-        report = {d: sorted({str(v.get(key, _DEFAULTS.get(key))) for v in vs}) for d, vs in report_runs.items()}
+                "adapter_size", "method", "early_stopping_patience"):
+        ours = {d: sorted({_setting(v, key) for v in vs}) for d, vs in ours_runs.items()}
+        report = {d: sorted({_setting(v, key) for v in vs}) for d, vs in report_runs.items()}
         ours, report = ({d: " and ".join(v) for d, v in x.items()} for x in (ours, report))
         if set(ours.values()) == {"None"} and set(report.values()) == {"None"}:
             continue

@@ -281,3 +281,21 @@ def test_time_per_epoch_with_and_without_evaluation():
     assert table.loc[("d", "m"), "s/epoch incl. evaluations"] == 150.0
     assert utils.describe_time_per_epoch(table) == [
         "d, m: 100 s per epoch of training, 150 s with the test evaluations (+50%); 20 training examples/s."]
+
+
+def test_selection_table_reports_the_budget_used_and_the_epoch_chosen():
+    rows = [{"dataset": "acl_sup", "method": "adapter", "seed": s, "epochs": 8, "epochs_trained": t,
+             "selected_epoch": e, "stopped_early": t < 8, "dev_f1_macro": 0.5, "train_time_s": 600.0}
+            for s, (t, e) in enumerate([(8.0, 7.5), (6.5, 7.0), (8.0, 8.0)], 1)]
+    rows.append({"dataset": "acl_sup", "method": "full (old run)", "seed": 1, "epochs": 5, "epochs_trained": 5.0,
+                 "selected_epoch": None, "stopped_early": None, "dev_f1_macro": None, "train_time_s": 100.0})
+    table = utils.selection_table(pd.DataFrame(rows))
+    row = table.loc[("acl_sup", "adapter")]
+    assert list(table.index) == [("acl_sup", "adapter")]  # runs without selection are not in it
+    assert row["epochs trained"] == pytest.approx(22.5 / 3) and row["selected epoch"] == pytest.approx(7.5)
+    assert row["stopped early"] == "1 of 3" and row["training min"] == pytest.approx(10.0)
+    text = utils.describe_selection(table)[0]
+    assert "trained 7.5 of 8 epochs" in text and "a larger budget may still help" in text
+    earlier = pd.DataFrame(rows[:3]).assign(selected_epoch=4.0)
+    assert "larger budget" not in utils.describe_selection(utils.selection_table(earlier))[0]
+    assert utils.selection_table(pd.DataFrame(rows[-1:])).empty
