@@ -171,7 +171,8 @@ def test_compare_methods_and_findings_sentences():
     cost = pd.DataFrame({"trainable_params": [10, 100], "total_params": [100, 100]},
                         index=pd.MultiIndex.from_tuples([("d", "adapter"), ("d", "full")], names=["dataset", "method"]))
     findings = utils.task3_findings(table, cost)
-    assert "below full fine-tuning in every seed on 1 of 1 datasets" in findings[0]
+    assert "below in every seed on 1 of 1" in findings[0] and "within 0.05 of full fine-tuning on 0 of 1" in findings[0]
+    assert "higher in 0, lower in 3 of 3 seeds" in findings[0]
     assert "adapter 10.0 %" in findings[1] and "full 100.0 %" in findings[1]
     assert "nothing to compare" in utils.task3_findings(utils.compare_methods(frame[frame.method == "full"]))[0]
 
