@@ -34,6 +34,9 @@ def _save(fig, save_to):
         fig.savefig(save_to, dpi=120)
 
 
+_SPLIT_NAMES = {"test": "Test", "dev": "Dev", "train": "Training"}
+
+
 def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "test", save_to=None,
                 title: str | None = None, levels: dict | None = None):
     """One panel per dataset: `metric` against epoch, one line per method (coloured by training method),
@@ -41,7 +44,7 @@ def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "t
     data = metrics[metrics["split"] == split].dropna(subset=[metric])
     datasets = sorted(data["dataset"].unique())
     colours = method_colours(data.groupby("method")["training_method"].first().to_dict())
-    name = f"{'Test' if split == 'test' else 'Training'} {metric_name(metric)}" if metric != "loss" \
+    name = f"{_SPLIT_NAMES.get(split, split)} {metric_name(metric)}" if metric != "loss" \
         else metric_name(metric).capitalize()
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.6 * max(len(datasets), 1), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):

@@ -224,6 +224,8 @@ def test_plot_curves_colours_by_method_names_metrics_and_has_a_legend_per_panel(
             if line.get_label().startswith("full"):
                 assert line.get_color() == colours["full"]
     assert colours["full"][2] > colours["full"][0] and colours["adapter"][0] > colours["adapter"][2]  # blue, orange
+    dev = utils.plot_curves(metrics.assign(split="dev"), "f1_macro", split="dev")
+    assert all(ax.get_title().startswith("Dev macro-F1") for ax in dev.axes)
 
 
 # --- what ran, and the settings -----------------------------------------------------------------------------------
