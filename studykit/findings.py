@@ -67,6 +67,7 @@ _REASONS = {
         "evals_per_epoch": "the fast profile proves the code path, not the study",
         "precision": "a CPU trains in fp32",
         "adapter_size": "the tiny model is only a few dozen units wide",
+        "early_stopping_patience": "selected on the fixtures' dev splits, as the reference runs are",
     },
 }
 _DEFAULTS = {"max_length": 128, "evals_per_epoch": 4, "precision": "auto", "adapter_size": None, "method": None,
