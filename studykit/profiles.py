@@ -62,7 +62,8 @@ LORA_SETTINGS = dict(method="lora", lora_rank=8, lora_alpha=16, learning_rate=5e
 _PARITY = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=3), **_BUDGET)
 _REPORT = dict(epochs=4, batch_size=64, learning_rate=1e-5)  # the seed report's settings
 
-# Each profile: models, seeds, data and, per dataset, the list of run settings (RunConfig keywords).
+# Each profile: models, seeds, data and, per dataset, the list of run settings (RunConfig keywords; a "seeds"
+# entry there replaces the profile's seeds for that variant).
 PROFILES = {
     "task2": {
         "fast": dict(models=["tiny-bert", "tiny-roberta"], seeds=[1, 2], data_dir="fixtures", runs=_FAST),
@@ -139,7 +140,9 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
                          for variant in spec["runs"][dataset]}.values())
         for model in models or spec["models"]:
             for variant in variants:
-                for seed in seeds or spec["seeds"]:
+                variant = dict(variant)
+                own_seeds = variant.pop("seeds", None)  # a variant may run fewer seeds (a stated budget cut)
+                for seed in seeds or own_seeds or spec["seeds"]:
                     configs.append(RunConfig(
                         model_name=model, dataset=dataset, seed=seed, task=task,
                         data_dir=data_dir, results_dir=results_dir or f"results/{profile}",

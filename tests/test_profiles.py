@@ -47,3 +47,13 @@ def test_from_env_parses_by_type_and_rejects_bad_values(monkeypatch):
     monkeypatch.setenv("EPOCHS", "four")
     with pytest.raises(ValueError, match="EPOCHS='four' is not a valid int"):
         utils.from_env("EPOCHS", None, int)
+
+
+def test_a_variant_can_run_its_own_seeds(monkeypatch):
+    from studykit import profiles
+    spec = dict(profiles.PROFILES["task2"]["fast"])
+    spec["runs"] = {"acl_sup": [dict(epochs=1, seeds=[3])], "restaurant_sup": [dict(epochs=1)]}
+    monkeypatch.setitem(profiles.PROFILES["task2"], "fast", spec)
+    configs = utils.study_configs("task2", "fast", models=["tiny-bert"])
+    assert sorted((c.dataset, c.seed) for c in configs) == [("acl_sup", 3), ("restaurant_sup", 1), ("restaurant_sup", 2)]
+    assert len(utils.study_configs("task2", "fast", models=["tiny-bert"], seeds=[7])) == 2  # an override wins
