@@ -242,8 +242,9 @@ def test_what_ran_and_what_did_not():
     results = pd.DataFrame([{"model_name": "m", "training_method": "full", "dataset": "d", "method": "x",
                              "seed": s, "hardware": "cpu", "precision": "no"} for s in (1, 2, 3)])
     assert "3 runs: m; methods full" in utils.what_ran(results) and "precision fp32" in utils.what_ran(results)
-    missing = utils.what_did_not_run(results, "task2", "reference")
+    missing = utils.what_did_not_run(results, "task3", "reference")
     assert any("full profile" in m for m in missing) and any("LoRA" in m for m in missing)
+    assert not any("LoRA" in m for m in utils.what_did_not_run(results, "task2", "reference"))  # a Task 3 method
     assert any("these runs have 3" in m for m in missing)
     box = utils.summary_box("S", utils.what_ran(results), missing, ["f"])
     assert box.startswith("### S") and "- f" in box
