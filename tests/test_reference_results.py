@@ -77,10 +77,11 @@ def test_committed_memory_notebook_shows_its_reference_validation():
     assert f"within {validation['activations_err_pct'].abs().max():.2f} % of {len(validation)} measured" in text
 
 
-def test_parity_runs_of_both_precisions_are_committed():
-    # bench/parity.py compares these: the parity profile's runs, once in fp32 and once in bf16, paired by seed.
+def test_parity_runs_of_both_precisions_are_committed(real_data):
+    # bench/parity.py compares these: the parity profile's runs, once in fp32 and once in bf16, paired by seed
+    # (matched by config hash, which covers the data's content: so this needs the real data).
     from bench.parity import parity_runs
-    runs = parity_runs(ROOT / "results" / "parity")
+    runs = parity_runs(ROOT / "results" / "parity", data_dir=real_data)
     fp32 = sum(len(utils.study_configs(t, "parity")) for t in ("task2", "task3"))
     bf16 = len(utils.study_configs("task2", "parity"))  # Task 3's bf16 re-run was cut for the study (README)
     assert runs.groupby("method").size().to_dict() == {"bf16": bf16, "fp32": fp32}
