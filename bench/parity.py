@@ -1,7 +1,9 @@
 """Precision parity: the same reference grid trained in fp32 and in bf16, compared run against run.
 
-    python bench/parity.py                        # reads results/parity (both precisions must have run)
-    python bench/parity.py --results-dir DIR --out FILE
+    DATA_DIR=../shared/data python bench/parity.py   # reads results/parity (both precisions must have run)
+    python bench/parity.py --data-dir DIR --results-dir DIR --out FILE
+
+The real data must be there: runs are matched by config hash, which covers the data files' content.
 
 The runs come from the `parity` profile (the first reference grid's settings: MiniLM, 3 seeds, both tasks),
 trained once with precision="fp32" and once with bf16 autocast (`python train.py task2 --profile parity
