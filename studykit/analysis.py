@@ -77,9 +77,12 @@ def selection_table(results: pd.DataFrame) -> pd.DataFrame:
     if "selected_epoch" not in results or results["selected_epoch"].isna().all():
         return pd.DataFrame()
     runs = results.dropna(subset=["selected_epoch"])
+    # From the epochs trained, not the summary's flag: runs of the first dev-selected grid set that flag when
+    # the patience ran out at the very last evaluation too.
+    runs = runs.assign(stopped_before_budget=runs["epochs_trained"] < runs["epochs"] - 1e-9)
     table = runs.groupby(["dataset", "method"]).agg(
         **{"epoch budget": ("epochs", "first"), "epochs trained": ("epochs_trained", "mean"),
-           "selected epoch": ("selected_epoch", "mean"), "stopped early": ("stopped_early", "sum"),
+           "selected epoch": ("selected_epoch", "mean"), "stopped early": ("stopped_before_budget", "sum"),
            "runs": ("seed", "size"), "dev macro-F1": ("dev_f1_macro", "mean"),
            "training min": ("train_time_s", lambda t: t.mean() / 60)})
     table["stopped early"] = table["stopped early"].astype(int).astype(str) + " of " + table.pop("runs").astype(str)

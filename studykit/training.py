@@ -425,7 +425,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         predictions = selection.best["predictions"]
         selected = {"selected_on": "dev macro-F1", "selected_step": selection.best["step"],
                     "selected_epoch": selection.best["epoch"], "dev_f1_macro": selection.best_f1,
-                    "stopped_early": bool(stop_early), "dev_examples": next(r for r in reversed(log) if r["split"] == "dev")["eval_examples"]}
+                    "stopped_early": bool(stop_early and step < total_steps), "dev_examples": next(r for r in reversed(log) if r["split"] == "dev")["eval_examples"]}
     model = accelerator.unwrap_model(model)
     if selection is not None:
         selection.restore(model)  # the saved weights are the selected ones
