@@ -115,6 +115,10 @@ def what_did_not_run(results: pd.DataFrame, task: str, profile: str) -> list[str
     if profile != "full":
         missing.append(f"the full profile ({', '.join(full['models'])}; seeds {full['seeds'][0]}–{full['seeds'][-1]}; "
                        f"the report's settings; GPUs): not run in this copy — run it with PROFILE=full")
+    cut = [d for d in full["runs"] if d not in PROFILES[task][profile]["runs"]]
+    if cut:
+        missing.append(f"{', '.join(cut)}: left out of the {profile} profile's study (a stated budget cut; the reason "
+                       f"is in studykit/profiles.py)")
     if task == "task3" and (results.empty or "lora" not in set(results["training_method"])):
         missing.append("LoRA (implemented: method='lora' through the same engine): no LoRA runs in these results")
     seeds = results.groupby(["dataset", "method"])["seed"].nunique().min() if not results.empty else 0
