@@ -101,7 +101,7 @@ def settings_beside_report(task: str, profile: str = "reference") -> pd.DataFram
         if set(ours.values()) == {"None"} and set(report.values()) == {"None"}:
             continue
         rows.append({"setting": key, profile: _per_dataset(ours), "report (full profile)": _per_dataset(report),
-                     "why": "same" if ours == report else _REASONS.get(profile, {}).get(key, "")})
+                     "why": "same" if ours == {d: report[d] for d in ours if d in report} else _REASONS.get(profile, {}).get(key, "")})
     return pd.DataFrame(rows).set_index("setting")
 
 
