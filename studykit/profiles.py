@@ -55,8 +55,11 @@ _BUDGET = dict(restaurant_sup=dict(epochs=3), acl_sup=dict(epochs=5, batch_size=
 _REFERENCE = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=2,
                         early_stopping_patience=2), **_BUDGET)
 # PEFT methods train a few percent of the weights, adapters from a near-identity start: up to 1.5x the full
-# fine-tuning epochs, stopped when dev macro-F1 has not improved for 3 evaluations (1.5 epochs).
-_PEFT_BUDGET = dict(restaurant_sup=dict(epochs=5), acl_sup=dict(epochs=8, batch_size=16), agnews_sup=dict(epochs=3))
+# fine-tuning epochs, stopped when dev macro-F1 has not improved for 3 evaluations (1.5 epochs). On acl the
+# patience is 6 (3 epochs): with 3, adapter seed 1 stopped after 2 epochs still at the majority-class level on
+# dev (macro-F1 0.114), a plateau the adapters leave later there than on restaurant.
+_PEFT_BUDGET = dict(restaurant_sup=dict(epochs=5), acl_sup=dict(epochs=8, batch_size=16, early_stopping_patience=6),
+                    agnews_sup=dict(epochs=3))
 _PEFT = _each(dict(batch_size=32, max_length=128, evals_per_epoch=2, early_stopping_patience=3), **_PEFT_BUDGET)
 # Learning rates from the methods' papers, not tuned here (the CPU budget): adapters 1e-3 (Houlsby et al. 2019
 # swept 3e-5..3e-3); LoRA r=8, alpha=16 on query and value at 5e-4 (Hu et al. 2021, RoBERTa-base on GLUE).
