@@ -38,6 +38,12 @@ def _without(runs: dict, datasets) -> dict:
     return {d: variants for d, variants in runs.items() if d not in datasets}
 
 
+def _with_dev_check(runs: dict) -> dict:
+    """`runs` plus the LoRA learning-rate check on restaurant's dev split (seed 1 at the rate not chosen)."""
+    peft = _PEFT["restaurant_sup"][0]
+    return {**runs, "restaurant_sup": runs["restaurant_sup"] + [dict(peft, **LORA_DEV_CHECK)]}
+
+
 def _with(runs: dict, *changes: dict) -> dict:
     """Every dataset's variant once per entry of `changes` (each a dict of RunConfig settings)."""
     return {d: [dict(v, **c) for v in variants for c in changes] for d, variants in runs.items()}
@@ -61,14 +67,18 @@ _REFERENCE = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals
 _PEFT_BUDGET = dict(restaurant_sup=dict(epochs=5), acl_sup=dict(epochs=8, batch_size=16, early_stopping_patience=6),
                     agnews_sup=dict(epochs=3))
 _PEFT = _each(dict(batch_size=32, max_length=128, evals_per_epoch=2, early_stopping_patience=3), **_PEFT_BUDGET)
-# Learning rates from the methods' papers, not tuned here (the CPU budget): adapters 1e-3 (Houlsby et al. 2019
-# swept 3e-5..3e-3); LoRA r=8, alpha=16 on query and value at 5e-4 (Hu et al. 2021, RoBERTa-base on GLUE).
+# Learning rates. Adapters: 1e-3 (Houlsby et al. 2019 swept 3e-5..3e-3), not tuned here (the CPU budget); its
+# dev macro-F1 on restaurant seed 1 (0.701) matched full fine-tuning's (0.704). LoRA r=8, alpha=16 on query and
+# value: chosen on dev between Hu et al.'s 5e-4 (RoBERTa-base on GLUE, 30-80 epochs) and 2e-3, on restaurant
+# seed 1 within this budget: dev macro-F1 0.433 at 5e-4, 0.679 at 2e-3. The 5e-4 run stays in the profile
+# (seed 1 only) as the record of that choice.
 ADAPTER_SETTINGS = dict(adapter_size=64, learning_rate=1e-3)
 # The budget cut (2 CPU cores, one session): AG News is left out of the reference study. A seed of all three
 # methods costs about 33 CPU-minutes there, and the parity profile's runs already show adapters within 0.004
 # macro-F1 of full fine-tuning on it (3 seeds); restaurant and acl are where the methods differ.
 STUDY_CUT = ("agnews_sup",)
-LORA_SETTINGS = dict(method="lora", lora_rank=8, lora_alpha=16, learning_rate=5e-4)
+LORA_SETTINGS = dict(method="lora", lora_rank=8, lora_alpha=16, learning_rate=2e-3)
+LORA_DEV_CHECK = dict(LORA_SETTINGS, learning_rate=5e-4, seeds=[1])
 # The settings of the first reference grid (no dev split, three test evaluations per epoch, the full-FT
 # epochs for adapters too): kept to compare precisions on equal terms, fp32 runs against bf16 ones.
 _PARITY = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=3), **_BUDGET)
@@ -92,7 +102,7 @@ PROFILES = {
         "fast": dict(models=["tiny-roberta"], seeds=[1, 2], data_dir="fixtures",
                      runs=_with(_FAST, dict(adapter_size=16), dict(adapter_size=16, learning_rate=1e-2))),
         "reference": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3, 4, 5], data_dir=None,
-                          runs=_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS), STUDY_CUT)),
+                          runs=_with_dev_check(_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS), STUDY_CUT))),
         "parity": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3], data_dir=None,
                        runs=_with(_PARITY, dict(adapter_size=64, learning_rate=1e-3))),
         # Houlsby et al. 2019 swept 3e-5..3e-3; Pfeiffer et al. 2021 use 1e-4: 5e-4 is the middle of that
