@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
 __all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "resolve_model", "load_model_and_tokenizer", "build_tiny_model",
-           "safe_name", "hub_reachable", "hub_snapshot", "OfflineError"]
+           "safe_name", "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics"]
 
 transformers.logging.set_verbosity_error()  # "newly initialized classifier" warnings are expected here
 
@@ -210,3 +210,19 @@ def load_model_and_tokenizer(name: str, num_labels: int, cache_dir, dropout: flo
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = dropout
     model = AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True)
     return model, tokenizer
+
+
+def pooler_statistics(name: str, cache_dir) -> dict | None:
+    """The checkpoint's pooler (the dense + tanh over [CLS] that BERT's classification head reads), as stored:
+    the std of its weights, the largest |bias| and the model's initializer_range. None for a model without one.
+
+    A sentence-embedding checkpoint (mean pooling) never uses this layer, so it may hold untrained values;
+    full fine-tuning trains it, while adapter runs keep it frozen (adapter-bert's recipe) and LoRA runs too."""
+    path = resolve_model(name, cache_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2, use_safetensors=True)
+    pooler = getattr(getattr(model, getattr(model, "base_model_prefix", ""), None), "pooler", None)
+    if pooler is None or not hasattr(pooler, "dense"):
+        return None
+    weight, bias = pooler.dense.weight.detach(), pooler.dense.bias.detach()
+    return {"weight_std": float(weight.std()), "bias_abs_max": float(bias.abs().max()),
+            "initializer_range": getattr(model.config, "initializer_range", None)}

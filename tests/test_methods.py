@@ -73,3 +73,11 @@ def test_warm_up_steps_are_rounded_up(tmp_path, fixture_data):
     train_run(config)
     log = [json.loads(line) for line in (config.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in log if r["split"] == "train"] == [pytest.approx(1e-3), 0.0]
+
+
+def test_pooler_statistics_read_the_checkpoint(tmp_path, minilm):
+    import utils
+    stats = utils.pooler_statistics(minilm, tmp_path)
+    # all-MiniLM-L6-v2 (a mean-pooling sentence encoder) ships a pooler with zero bias and small weights
+    assert stats["bias_abs_max"] == 0.0 and 0 < stats["weight_std"] < stats["initializer_range"]
+    assert utils.pooler_statistics("tiny-roberta", tmp_path) is None  # RoBERTa's head has no pooler
