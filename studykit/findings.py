@@ -121,10 +121,14 @@ def what_did_not_run(results: pd.DataFrame, task: str, profile: str) -> list[str
                        f"is in studykit/profiles.py)")
     if task == "task3" and (results.empty or "lora" not in set(results["training_method"])):
         missing.append("LoRA (implemented: method='lora' through the same engine): no LoRA runs in these results")
-    seeds = results.groupby(["dataset", "method"])["seed"].nunique().min() if not results.empty else 0
-    if seeds < len(full["seeds"]):
-        missing.append(f"{len(full['seeds'])} seeds per cell (the report's count): these runs have {seeds}, "
-                       f"so every interval below is wide (see the statistics section)")
+    per_cell = results.groupby(["dataset", "method"])["seed"].nunique() if not results.empty else pd.Series(dtype=int)
+    short = per_cell[per_cell < len(full["seeds"])]
+    if results.empty:
+        missing.append(f"{len(full['seeds'])} seeds per cell (the report's count): no runs yet")
+    elif len(short):
+        missing.append(f"{len(full['seeds'])} seeds per cell (the report's count): "
+                       + "; ".join(f"{m} on {d} has {n}" for (d, m), n in short.items())
+                       + " (fewer seeds, wider intervals; see the statistics section)")
     return missing
 
 
