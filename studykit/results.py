@@ -227,9 +227,8 @@ def _check_better(results, claim):
         return [("not testable here", f"no runs on {claim['dataset']}")]
     rows = []
     for model, runs in part.groupby("model_name"):
-        is_adapter = _is_adapter(runs)
-        full = sorted(runs.loc[~is_adapter, "method"].unique())
-        adapters = sorted(runs.loc[is_adapter, "method"].unique())
+        full = sorted(runs.loc[_is_full(runs), "method"].unique())  # LoRA is neither side of this claim
+        adapters = sorted(runs.loc[_is_adapter(runs), "method"].unique())
         if not full or not adapters:
             continue
         winners, losers = (adapters, full) if claim["winner"] == "adapter" else (full, adapters)

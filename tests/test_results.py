@@ -104,3 +104,13 @@ def test_describe_runs_reads_hardware_and_cost_from_the_summaries():
     assert text.startswith("3 runs, produced on: 1 x CPU X, 2 threads; 1 x NVIDIA H100;")
     assert "2.00 h in all, 40.0 min per run" in text
     assert utils.describe_runs(pd.DataFrame()) == "no finished runs"
+
+
+def test_the_adapter_claim_compares_adapters_with_full_fine_tuning_only():
+    acl = [c for c in utils.REPORT_CLAIMS if c.get("dataset") == "acl_sup"]
+    runs = _claim_runs([0.50, 0.52, 0.51], [0.40, 0.43, 0.41]).assign(training_method=lambda f: [
+        "adapter" if a == a and a else "full" for a in f["adapter_size"]])
+    lora = runs[runs.training_method == "full"].assign(method="m lora8 lr=0.002", training_method="lora",
+                                                     f1_macro=0.9)
+    verdicts = utils.check_claims(pd.concat([runs, lora], ignore_index=True), acl)
+    assert len(verdicts) == 1 and "lora" not in verdicts["evidence"][0]  # LoRA is not full fine-tuning
