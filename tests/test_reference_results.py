@@ -24,7 +24,7 @@ def test_every_reference_run_is_committed_and_consistent(task):
     results = utils.load_results(REFERENCE, task=task)
     assert len(results) == len(configs), f"{len(results)} of {len(configs)} {task} reference runs committed"
     keys = ["dataset", "model_name", "seed", "learning_rate", "adapter_size", "epochs", "batch_size", "max_length"]
-    committed = {tuple(row) for row in results[keys].itertuples(index=False)}
+    committed = {tuple(None if pd.isna(v) else v for v in row) for row in results[keys].itertuples(index=False)}
     for config in configs:
         assert tuple(getattr(config, k) for k in keys) in committed, f"missing reference run {config}"
     for run_dir in results["run_dir"]:
