@@ -90,10 +90,11 @@ def padding_fraction(lengths, order, batch_size: int) -> float:
 
 
 def profile_step(model_name: str, num_labels: int, cache_dir, precision: str, batch_size: int, length: int,
-                 threads: int, top: int = 25, seed: int = 1) -> dict:
+                 threads: int, top: int = 25, seed: int = 1, dropout_kernel: str = "torch") -> dict:
     """Profile one training step as the engine runs it on CPU (forward and loss under the precision's
     autocast, backward, clipping, fused AdamW) on a fixed full-length batch, after two warm-up steps.
 
+    `dropout_kernel`: "torch" (the model's own dropout) or "int16" (studykit/dropout.py).
     Returns the step time, its model FLOPs and the profiler's table of the `top` ops by self CPU time.
     """
     import contextlib
@@ -105,6 +106,9 @@ def profile_step(model_name: str, num_labels: int, cache_dir, precision: str, ba
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model, _ = load_model_and_tokenizer(model_name, num_labels, cache_dir)
+    if dropout_kernel == "int16":
+        from studykit.dropout import use_int16_dropout
+        use_int16_dropout(model)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
     input_ids = torch.randint(1, model.config.vocab_size, (batch_size, length))

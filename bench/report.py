@@ -172,6 +172,7 @@ def summarize_whole_runs(s: dict, runs: dict) -> dict:
         out["sides"][side] = {k: median([r[k] for r in rs]) for k in
                               ("wall_s", "in_run_wall_s", "train_time_s", "data_prep_s", "f1_macro", "accuracy")}
         out["sides"][side]["precision"] = rs[0]["precision"]
+        out["sides"][side]["dropout_kernel"] = rs[0].get("dropout_kernel", "torch")
         out["sides"][side]["startup_s"] = median([r["wall_s"] - r["in_run_wall_s"] for r in rs])
     other = [side for side in runs if side != "ours"][0]
     out["other_side"] = other
@@ -193,9 +194,9 @@ def print_whole_runs(out: dict) -> None:
     if s["data"] == "fixtures":
         print("NOTE: a tiny random model on the test fixtures: this tests the benchmark, not the engine.")
     cols = ("wall_s", "startup_s", "data_prep_s", "train_time_s", "f1_macro")
-    print(f"{'':22s}{'precision':>10s}" + "".join(f"{c:>14s}" for c in cols))
+    print(f"{'':22s}{'precision':>10s}{'dropout':>9s}" + "".join(f"{c:>14s}" for c in cols))
     for side, med in out["sides"].items():
-        print(f"{SIDES[side][0]:22s}{med['precision']:>10s}"
+        print(f"{SIDES[side][0]:22s}{med['precision']:>10s}{med['dropout_kernel']:>9s}"
               + "".join(f"{fmt(med[c], 'frac' if c == 'f1_macro' else 's'):>14s}" for c in cols))
     print("  (wall: the process's whole life; start-up: wall minus the run itself (imports, process start); "
           "medians; each repeat is in the JSON line)")

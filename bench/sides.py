@@ -53,7 +53,8 @@ def _ours_config(job: dict, **changes):
     fields = dict(seed=job["seed"], epochs=1, batch_size=job["batch_size"], learning_rate=job["lr"],
                   max_length=job["max_length"], evals_per_epoch=1, max_steps=job.get("max_steps"),
                   dropout=job.get("dropout"), data_dir=job["data_dir"], results_dir=job["results_dir"],
-                  num_threads=job["threads"], precision=job["precision"], group_by_length=True)
+                  num_threads=job["threads"], precision=job["precision"], group_by_length=True,
+                  dropout_kernel=job.get("dropout_kernel", "auto"))
     return RunConfig(job["model"], job["dataset"], **{**fields, **changes})
 
 
@@ -255,7 +256,7 @@ def whole_run(side: str, job: dict) -> dict:
         shutil.rmtree(config.run_dir, ignore_errors=True)
         summary = train_run(config)
         return {"f1_macro": summary["f1_macro"], "accuracy": summary["accuracy"], "precision": summary["precision"],
-                "train_time_s": summary["train_time_s"], "data_prep_s": summary["data_prep_s"],
+                "dropout_kernel": summary["dropout_kernel"], "train_time_s": summary["train_time_s"], "data_prep_s": summary["data_prep_s"],
                 "in_run_wall_s": time.perf_counter() - t, "steps": summary["steps"]}
     from accelerate.utils import set_seed
     from transformers import DataCollatorWithPadding, Trainer
@@ -270,7 +271,7 @@ def whole_run(side: str, job: dict) -> dict:
     result = trainer.evaluate()
     shutil.rmtree(out, ignore_errors=True)
     return {"f1_macro": result["eval_f1_macro"], "accuracy": result["eval_accuracy"], "precision": SIDES[side][1],
-            "train_time_s": train.metrics["train_runtime"], "data_prep_s": data_prep_s,
+            "dropout_kernel": "torch", "train_time_s": train.metrics["train_runtime"], "data_prep_s": data_prep_s,
             "in_run_wall_s": time.perf_counter() - t, "steps": trainer.state.global_step}
 
 

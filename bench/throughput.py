@@ -55,6 +55,7 @@ def settings_from_args(args) -> dict:
         "eval_examples": args.eval_examples or 16,
         "lr": args.learning_rate or (5e-5 if args.whole_run else 2e-5), "max_length": args.max_length,
         "precision": precision, "bf16_cpu": cpu_supports_bf16(),
+        "dropout_kernel": args.dropout_kernel,
         "eval_repeats": args.eval_repeats if args.eval_repeats is not None else (1 if quick else 2),
         "threads": args.threads or os.cpu_count(),
         "repeats": args.repeats or (1 if quick else 3),
@@ -176,7 +177,7 @@ def run_whole(s: dict, work: Path, other: str = "trainer_bf16_gbl") -> dict:
     s = {**s, "dataset": s["datasets"][0]}
     job = {"model": s["model"], "dataset": s["dataset"], "batch_size": s["batch_size"], "lr": s["lr"],
            "max_length": s["max_length"], "threads": s["threads"], "precision": s["precision"],
-           "data_dir": s["data_dir"], "max_steps": None}
+           "data_dir": s["data_dir"], "max_steps": None, "dropout_kernel": s["dropout_kernel"]}
     (work / "logs").mkdir(parents=True, exist_ok=True)
     runs = {"ours": [], other: []}
     for rep in range(s["repeats"]):
@@ -185,7 +186,8 @@ def run_whole(s: dict, work: Path, other: str = "trainer_bf16_gbl") -> dict:
                                        "results_dir": str(work / "results" / f"{side}-{rep}")},
                                 work / "logs" / f"whole-{side}-{rep}.log")
             runs[side].append(r)
-            print(f"  rep {rep + 1}/{s['repeats']} seed {s['seed'] + rep} {SIDES[side][0]:17s} {r['precision']:>5s}  "
+            print(f"  rep {rep + 1}/{s['repeats']} seed {s['seed'] + rep} {SIDES[side][0]:17s} {r['precision']:>5s} "
+                  f"{r['dropout_kernel']:>5s} dropout  "
                   f"wall {r['wall_s']:7.1f} s  train {r['train_time_s']:7.1f} s  data prep {r['data_prep_s']:5.1f} s  "
                   f"macro-F1 {r['f1_macro']:.4f}", flush=True)
             shutil.rmtree(work / "results" / f"{side}-{rep}", ignore_errors=True)
@@ -241,11 +243,14 @@ def run_grid_timed(s: dict, work: Path, cell: bool) -> dict:
 
 def run_profile_step(s: dict, work: Path) -> dict:
     dataset = s["datasets"][0]
+    from studykit.hardware import resolve_dropout_kernel
+    kernel = resolve_dropout_kernel(s["dropout_kernel"])[0]
     r = profile_step(s["model"], len(labels_of(dataset)), work / "cache", s["precision"], s["seq128_batch_size"],
-                     s["max_length"], s["threads"])
+                     s["max_length"], s["threads"], dropout_kernel=kernel)
     peak = matmul_peak(s["precision"], s["matmul_size"])
     print(f"\nOne training step of {s['model']} ({s['precision']}, batch {s['seq128_batch_size']} x {s['max_length']} "
-          f"tokens, no padding, the model's dropout, {s['threads']} threads; {s['machine']}):")
+          f"tokens, no padding, the model's dropout rates with {kernel}'s mask, {s['threads']} threads; "
+          f"{s['machine']}):")
     print(f"  step {r['step_s']:.3f} s unprofiled; {r['flops_per_step'] / r['step_s'] / 1e9:.1f} GFLOP/s = "
           f"{100 * r['flops_per_step'] / r['step_s'] / peak:.1f} % of the {s['precision']} matmul peak "
           f"({peak / 1e9:.1f} GFLOP/s, {s['matmul_size']}^2)")
@@ -277,6 +282,9 @@ def main(argv=None):
     p.add_argument("--precision", choices=["fp32", "bf16"],
                    help="ours' precision (default bf16 on a CPU with native bf16, else fp32); the Trainer sides' "
                         "are fixed: fp32, fp32, bf16")
+    p.add_argument("--dropout-kernel", choices=["auto", "torch", "int16"], default="auto",
+                   help="ours' dropout (--whole-run, --profile-step): auto (int16 on CPU), torch, int16; "
+                        "the Trainer sides use the model's own")
     p.add_argument("--model", help="model alias, folder or hub id (default all-minilm-l6-v2, else tiny-bert)")
     p.add_argument("--datasets", help="comma-separated dataset names (default restaurant_sup,agnews_sup; "
                                       "--whole-run and --profile-step use the first)")

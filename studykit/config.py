@@ -2,9 +2,11 @@
 
 Each field carries a one-line `help` in its metadata (`python train.py --help` prints them) and says how
 it enters the configuration hash: `hash="always"` (default), `hash="never"` (seed, paths, speed knobs),
-or `hash="unless_default"` (fields added later: left out at their default, so older runs keep their hash).
+`hash="unless_default"` (fields added later: left out at their default, so older runs keep their hash), or
+`hash="resolved"` (below).
 `precision` enters resolved (`"auto"` as the precision it picks on this machine), so a run's folder says what
-precision it ran in; an explicit precision hashes as it always did.
+precision it ran in; an explicit precision hashes as it always did. `dropout_kernel` enters resolved too, and
+only when it is not torch's own dropout, which every run before the field had.
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DATASET_NAMES, DataError, data_fingerprint
-from .hardware import resolve_precision
+from .hardware import resolve_dropout_kernel, resolve_precision
 from .runs import RunFolder
 
 __all__ = ["RunConfig", "PRECISIONS", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DROPOUT_KERNELS = ("auto", "torch", "int16")
 METHODS = ("full", "adapter", "lora")
 MIN_MAX_LENGTH = 8  # [CLS] text [SEP] text [SEP] needs a few tokens; fewer is certainly a typo
 _TASK_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -73,6 +76,9 @@ class RunConfig:
         None, "select on the dev split: evaluate dev macro-F1 at every evaluation, report the test metrics of the "
               "best one, stop after this many evaluations without improvement; None: no dev split, report the last",
         "unless_default")
+    dropout_kernel: str = _field(
+        "auto", "dropout's random mask: torch (the model's own), int16 (four mask lanes per 64-bit draw, "
+                "studykit/dropout.py), auto (int16 on CPU, torch on GPU)", "resolved")
 
     def __post_init__(self):
         if not isinstance(self.dataset, str) and not (
@@ -103,6 +109,8 @@ class RunConfig:
             (is_int(self.max_length) and self.max_length >= MIN_MAX_LENGTH,
              f"max_length must be an int >= {MIN_MAX_LENGTH}, got {self.max_length!r}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (self.dropout_kernel in DROPOUT_KERNELS,
+             f"dropout_kernel must be one of {DROPOUT_KERNELS}, got {self.dropout_kernel!r}"),
             (self.adapter_size is None or (is_int(self.adapter_size) and self.adapter_size >= 1),
              "adapter_size must be None or an int >= 1"),
             (self.method is None or self.method in METHODS, f"method must be None or one of {METHODS}"),
@@ -146,6 +154,11 @@ class RunConfig:
         """The precision this run uses on this machine: `precision`, with "auto" resolved (fp32, bf16, fp16)."""
         return resolve_precision(self.precision)[0]
 
+    @property
+    def resolved_dropout_kernel(self) -> str:
+        """The dropout this run uses on this machine: `dropout_kernel`, with "auto" resolved (torch, int16)."""
+        return resolve_dropout_kernel(self.dropout_kernel)[0]
+
     def config_hash(self, data: str | None = None) -> str:
         """What identifies a configuration: every field that changes the result (see the module docstring),
         with the precision resolved, plus the data files' content instead of their folder, so fixture and
@@ -172,6 +185,8 @@ def hash_of_config(config: RunConfig, precision: str, data: str | None = None) -
         value, rule = getattr(config, f.name), f.metadata.get("hash", "always")
         if rule == "always" or (rule == "unless_default" and value != f.default):
             fields[f.name] = value
+    if config.resolved_dropout_kernel != "torch":  # runs with torch's dropout keep the hash they always had
+        fields["dropout_kernel"] = config.resolved_dropout_kernel
     fields["precision"] = precision
     fields["data"] = data or config.data_fingerprint()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

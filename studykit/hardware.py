@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import platform
 
-__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision"]
+__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel"]
 
 
 def cpu_name() -> str:
@@ -51,3 +51,16 @@ def resolve_precision(precision: str) -> tuple[str, str]:
     if features:
         return "bf16", f"auto: CPU supports {' and '.join(features)}"
     return "fp32", "auto: CPU without native bf16 (no AVX-512 BF16 or AMX; emulated bf16 is slower than fp32)"
+
+
+def resolve_dropout_kernel(kernel: str) -> tuple[str, str]:
+    """The dropout a run uses, and why: `"auto"` becomes torch's own on a GPU (cheap there, and fused into
+    attention) and the int16-mask kind on CPU, where torch's mask is a fifth of a training step
+    (see studykit/dropout.py); an explicit choice stays as it is."""
+    if kernel != "auto":
+        return kernel, "set explicitly"
+    import torch
+
+    if torch.cuda.is_available():
+        return "torch", "auto: GPU (torch's dropout is cheap there)"
+    return "int16", "auto: CPU (torch's dropout mask draws one random number per element)"

@@ -33,7 +33,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from .adapters import count_parameters
 from .config import RunConfig
 from .data import DATASETS, dataset_source, get_dataset
-from .hardware import cpu_name, resolve_precision
+from .dropout import use_int16_dropout
+from .hardware import cpu_name, resolve_dropout_kernel, resolve_precision
 from .meter import SpeedMeter
 from .methods import method_for
 from .modeling import load_model_and_tokenizer, safe_name
@@ -285,6 +286,8 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
                                                       config.dropout, labels))
     _check_max_length(config, model, tokenizer)
     model = method_for(config).apply(model)
+    if config.resolved_dropout_kernel == "int16":
+        use_int16_dropout(model)  # after the method: adapters' and LoRA's dropout modules are swapped too
     encoded = tokenize_dataset(config, tokenizer, accelerator)
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None
     eval_batch_size = eval_batch_size_for(config, accelerator.device.type)
@@ -441,6 +444,8 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         "num_labels": len(labels), "num_processes": accelerator.num_processes, "gradient_accumulation": accum,
         "precision": {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
         "precision_reason": resolve_precision(config.precision)[1],
+        "dropout_kernel": config.resolved_dropout_kernel,
+        "dropout_kernel_reason": resolve_dropout_kernel(config.dropout_kernel)[1],
         "hardware": _hardware(accelerator), "versions": _versions(),
         **_peak_memory(accelerator),
     }

@@ -11,7 +11,8 @@ from studykit.config import RunConfig, data_fingerprint
 def _old_hash(config):
     """The hash as computed before the hash rules became field metadata (a hand-kept skip set)."""
     skip = {"seed", "results_dir", "data_dir", "num_threads", "save_adapter", "compile", "eval_batch_size"}
-    new = {"method", "lora_rank", "lora_alpha", "early_stopping_patience"}  # fields added since, not in the old dataclass
+    new = {"method", "lora_rank", "lora_alpha", "early_stopping_patience",  # fields added since
+           "dropout_kernel"}
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in skip | new}
     fields["data"] = data_fingerprint(config.dataset, config.data_dir)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -21,9 +22,22 @@ def _old_hash(config):
                                       {"method": "adapter", "adapter_size": 64}, {"method": "full", "epochs": 3},
                                       {"precision": "bf16"}])
 def test_existing_configurations_keep_their_hash(fixture_data, settings):
-    # An explicit precision hashes as it always did ("auto" is hashed resolved now: tests/test_precision.py).
-    config = RunConfig("tiny-bert", "acl_sup", data_dir=fixture_data, **{"precision": "fp32", **settings})
+    # An explicit precision hashes as it always did ("auto" is hashed resolved now: tests/test_precision.py);
+    # so does torch's dropout, the only kind before dropout_kernel.
+    config = RunConfig("tiny-bert", "acl_sup", data_dir=fixture_data,
+                       **{"precision": "fp32", "dropout_kernel": "torch", **settings})
     assert config.config_hash() == _old_hash(config)
+
+
+def test_the_dropout_kernel_enters_the_hash_resolved_and_only_when_not_torch(fixture_data, monkeypatch):
+    def config(kernel):
+        return RunConfig("tiny-bert", "acl_sup", data_dir=fixture_data, precision="fp32", dropout_kernel=kernel)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert config("auto").resolved_dropout_kernel == "int16"
+    assert config("auto").config_hash() == config("int16").config_hash() != config("torch").config_hash()
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a GPU: auto is torch's, the old hash
+    assert config("auto").resolved_dropout_kernel == "torch"
+    assert config("auto").config_hash() == config("torch").config_hash() == _old_hash(config("torch"))
 
 
 def test_new_fields_enter_the_hash_only_when_they_change_the_run(fixture_data):
@@ -39,7 +53,7 @@ def test_new_fields_enter_the_hash_only_when_they_change_the_run(fixture_data):
 def test_every_field_has_help_and_a_hash_rule():
     for f in dataclasses.fields(RunConfig):
         assert f.metadata.get("help"), f.name
-        assert f.metadata.get("hash") in ("always", "never", "unless_default"), f.name
+        assert f.metadata.get("hash") in ("always", "never", "unless_default", "resolved"), f.name
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -53,6 +67,7 @@ def test_every_field_has_help_and_a_hash_rule():
     ({"method": "adapter"}, "method='adapter' needs adapter_size"),
     ({"per_device_batch_size": 0}, "per_device_batch_size must be None or an int >= 1"),
     ({"lora_rank": 0, "method": "lora"}, "lora_rank and lora_alpha must be ints >= 1"),
+    ({"dropout_kernel": "fast"}, "dropout_kernel must be one of ('auto', 'torch', 'int16'), got 'fast'"),
 ])
 def test_bad_settings_are_refused_with_a_message_naming_the_field(settings, message):
     with pytest.raises(ValueError, match="bad RunConfig for tiny-bert / acl_sup: " + message.replace("(", r"\(")

@@ -43,7 +43,8 @@ def migrate(results_root, data_dir=None, dry_run: bool = False) -> dict:
         if resolved is None:
             report["skipped"].append((folder.path, f"unknown precision {summary.get('precision')!r} in summary"))
             continue
-        config = RunConfig(**{k: v for k, v in stored.items() if k in fields})
+        # runs older than the dropout_kernel field used torch's dropout
+        config = RunConfig(**{"dropout_kernel": "torch", **{k: v for k, v in stored.items() if k in fields}})
         if config.data_dir is None and data_dir is not None:
             config.data_dir = str(data_dir)
         old_hash, new_hash = folder.path.parent.name, hash_of_config(config, resolved)
