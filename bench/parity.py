@@ -1,6 +1,8 @@
-"""Precision parity: the same reference grid trained in fp32 and in bf16, compared run against run.
+"""Parity: the same reference grid trained two ways (fp32 vs bf16, or torch's vs the int16-mask dropout),
+compared run against run.
 
-    DATA_DIR=../shared/data python bench/parity.py   # reads results/parity (both precisions must have run)
+    DATA_DIR=../shared/data python bench/parity.py                    # fp32 vs bf16 (both must have run)
+    DATA_DIR=../shared/data python bench/parity.py --compare dropout  # bf16: torch's vs int16-mask dropout
     python bench/parity.py --data-dir DIR --results-dir DIR --out FILE
 
 The real data must be there: runs are matched by config hash, which covers the data files' content.
@@ -10,6 +12,8 @@ trained once with precision="fp32" and once with bf16 autocast (`python train.py
 --precision fp32`, and again with `--precision bf16`). They are matched by config hash, paired by seed, and for
 every dataset x method the bf16 - fp32 difference in macro-F1 and accuracy is printed with its 95 % t-interval
 (studykit.analysis.paired_statistics), plus the training time of each precision. No training happens here.
+`--compare dropout` pairs the bf16 runs (torch's dropout, as the profile pins) with the same grid run with
+`--dropout_kernel int16` (studykit/dropout.py), the same way.
 """
 from __future__ import annotations
 
@@ -26,38 +30,44 @@ from studykit.analysis import format_interval, paired_statistics, select_runs  #
 from studykit.profiles import study_configs  # noqa: E402
 from studykit.results import load_results  # noqa: E402
 
-PRECISIONS = ("fp32", "bf16")
+# What each comparison sets on top of the parity profile: (baseline, candidate), each a label and overrides.
+COMPARISONS = {
+    "precision": (("fp32", dict(precision="fp32")), ("bf16", dict(precision="bf16"))),
+    "dropout": (("torch", dict(precision="bf16")), ("int16", dict(precision="bf16", dropout_kernel="int16"))),
+}
+PRECISIONS = tuple(label for label, _ in COMPARISONS["precision"])
 
 
-def parity_runs(results_dir: Path, data_dir=None) -> pd.DataFrame:
-    """The parity profile's finished runs of both precisions, one row per run, `method` = the precision."""
+def parity_runs(results_dir: Path, data_dir=None, compare: str = "precision") -> pd.DataFrame:
+    """The parity profile's finished runs of both arms, one row per run, `method` = the arm's label."""
     frames = []
     for task in ("task2", "task3"):
         results = load_results(results_dir, task=task)
-        for precision in PRECISIONS:
-            configs = study_configs(task, "parity", results_dir=str(results_dir), data_dir=data_dir,
-                                    precision=precision)
+        for label, overrides in COMPARISONS[compare]:
+            configs = study_configs(task, "parity", results_dir=str(results_dir), data_dir=data_dir, **overrides)
             chosen = select_runs(results, configs)
-            frames.append(chosen.assign(method=precision, task=task))
+            frames.append(chosen.assign(method=label, task=task))
     return pd.concat(frames, ignore_index=True)
 
 
-def parity_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset x training method: bf16 - fp32 paired by seed, for macro-F1 and accuracy, and the time."""
+def parity_table(runs: pd.DataFrame, compare: str = "precision") -> pd.DataFrame:
+    """Per dataset x training method: candidate - baseline paired by seed, for macro-F1 and accuracy, and
+    the training time of each."""
+    base, cand = (label for label, _ in COMPARISONS[compare])
     rows = []
     for (dataset, method), part in runs.groupby(["dataset", "training_method"]):
         row = {"dataset": dataset, "method": method}
-        if set(part.method) != set(PRECISIONS):  # one precision has not run this cell yet
+        if set(part.method) != {base, cand}:  # one arm has not run this cell yet
             rows.append({**row, "pairs": 0})
             continue
         for metric in ("f1_macro", "accuracy"):
-            s = paired_statistics(part, "fp32", "bf16", metric)
-            row.update({f"{metric} fp32": part.loc[part.method == "fp32", metric].mean(),
-                        f"{metric} bf16": part.loc[part.method == "bf16", metric].mean(),
+            s = paired_statistics(part, base, cand, metric)
+            row.update({f"{metric} {base}": part.loc[part.method == base, metric].mean(),
+                        f"{metric} {cand}": part.loc[part.method == cand, metric].mean(),
                         f"{metric} diff": s["mean_diff"], f"{metric} 95% CI": format_interval(s["ci95"]),
                         "pairs": s["n"]})
-        for precision in PRECISIONS:
-            row[f"train s {precision}"] = part.loc[part.method == precision, "train_time_s"].mean()
+        for label in (base, cand):
+            row[f"train s {label}"] = part.loc[part.method == label, "train_time_s"].mean()
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -67,17 +77,24 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", default=str(ROOT / "results" / "parity"))
     parser.add_argument("--data-dir", default=None, help="where the real data is (its content names the runs)")
     parser.add_argument("--out", default=None, help="also write the report to this file")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="precision",
+                        help="precision: bf16 - fp32; dropout: int16-mask - torch's dropout (both bf16)")
     args = parser.parse_args(argv)
-    runs = parity_runs(Path(args.results_dir), args.data_dir)
-    counts = runs.groupby("method").size().reindex(list(PRECISIONS), fill_value=0)
+    arms = [label for label, _ in COMPARISONS[args.compare]]
+    runs = parity_runs(Path(args.results_dir), args.data_dir, args.compare)
+    counts = runs.groupby("method").size().reindex(arms, fill_value=0)
     if counts.min() == 0:
-        print(f"parity needs runs of both precisions under {args.results_dir}; found {counts.to_dict()}. "
-              "Run: python train.py task2 --profile parity --precision fp32 (and bf16; then task3)")
+        hint = ("--precision fp32 (and bf16; then task3)" if args.compare == "precision"
+                else "--precision bf16 (and again with --dropout_kernel int16)")
+        print(f"parity needs runs of both arms ({', '.join(arms)}) under {args.results_dir}; found "
+              f"{counts.to_dict()}. Run: python train.py task2 --profile parity {hint}")
         return 1
-    table = parity_table(runs)
+    table = parity_table(runs, args.compare)
     pd.set_option("display.width", 200)
+    what = ("bf16 autocast minus fp32" if args.compare == "precision"
+            else "int16-mask dropout minus torch's dropout, both bf16")
     lines = [
-        f"Precision parity: bf16 autocast minus fp32, paired by seed (runs under {args.results_dir}).",
+        f"Parity: {what}, paired by seed (runs under {args.results_dir}).",
         f"Runs: {counts.to_dict()}; model {', '.join(sorted(runs['model_name'].unique()))}; hardware "
         f"{'; '.join(sorted(runs['hardware'].unique()))}.",
         "",
@@ -85,7 +102,7 @@ def main(argv=None) -> int:
         "",
         "Total training time: " + ", ".join(
             f"{p} {runs.loc[runs.method == p, 'train_time_s'].sum() / 60:.1f} min in "
-            f"{(runs.method == p).sum()} runs" for p in PRECISIONS),
+            f"{(runs.method == p).sum()} runs" for p in arms),
     ]
     text = "\n".join(lines)
     print(text)

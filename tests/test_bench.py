@@ -171,3 +171,19 @@ def test_parity_table_pairs_precisions_by_seed_and_flags_missing_cells():
     assert low < 0.02 < high and low > -0.03  # the t-interval of +0.02, +0.01, +0.03 over 3 seeds
     assert table.loc["acl_sup", "train s bf16"] == 40.0
     assert table.loc["agnews_sup", "pairs"] == 0  # bf16 has not run there: no difference is made up
+
+
+def test_parity_compares_dropout_kernels_on_the_same_grid():
+    from bench.parity import parity_table
+    from studykit.profiles import study_configs
+    torch_runs = study_configs("task2", "parity", data_dir="tests/fixtures/data", precision="bf16")
+    int16_runs = study_configs("task2", "parity", data_dir="tests/fixtures/data", precision="bf16",
+                               dropout_kernel="int16")
+    assert all(c.dropout_kernel == "torch" for c in torch_runs)  # the profile pins its committed kernel
+    assert {c.config_hash() for c in torch_runs}.isdisjoint(c.config_hash() for c in int16_runs)
+    rows = [{"dataset": "acl_sup", "training_method": "full", "method": kernel, "seed": seed, "f1_macro": f1,
+             "accuracy": f1, "train_time_s": t}
+            for seed in (1, 2) for kernel, f1, t in (("torch", 0.5 + seed / 100, 90.0), ("int16", 0.5, 60.0))]
+    table = parity_table(pd.DataFrame(rows), "dropout").set_index("dataset")
+    assert table.loc["acl_sup", "f1_macro diff"] == pytest.approx(-0.015)
+    assert table.loc["acl_sup", "train s int16"] == 60.0 and table.loc["acl_sup", "train s torch"] == 90.0
