@@ -69,7 +69,8 @@ def run_ours(job: dict) -> dict:
     # The examples it trained on: the engine's own sampler, replayed with the engine's seed for epoch 0.
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels_of(job["dataset"])), config.cache_dir)
     encoded = tokenize_dataset(config, tokenizer)
-    train_loader, _, generator = build_loaders(config, encoded, tokenizer, config.batch_size, None, 1)
+    loaders = build_loaders(config, encoded, tokenizer, config.batch_size, None, 1)
+    train_loader, generator = loaders.train, loaders.generator
     generator.manual_seed(sampler_seed(config, 0))
     all_lengths = list(encoded["train"]["length"])
     lengths = [all_lengths[i] for i in list(train_loader.sampler)[:summary["steps"] * config.batch_size]]
@@ -182,7 +183,7 @@ def evaluate_ours(job: dict) -> dict:
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels_of(job["dataset"])), config.cache_dir)
     encoded = tokenize_dataset(config, tokenizer)
     eval_batch_size = eval_batch_size_for(config, "cpu")
-    _, test_loader, _ = build_loaders(config, encoded, tokenizer, config.batch_size, None, eval_batch_size)
+    test_loader = build_loaders(config, encoded, tokenizer, config.batch_size, None, eval_batch_size).test
     # The same mixed precision as this process's training runs: Accelerate's state is one per process.
     accelerator = Accelerator(cpu=True, mixed_precision="bf16" if job["precision"] == "bf16" else "no")
     model, test_loader = accelerator.prepare(model, test_loader)

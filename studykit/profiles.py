@@ -38,12 +38,15 @@ def _without(runs: dict, datasets) -> dict:
     return {d: variants for d, variants in runs.items() if d not in datasets}
 
 
-def _with_lora_check_and_cut(runs: dict) -> dict:
-    """`runs` plus the LoRA learning-rate check on restaurant's dev split (seed 1 at the rate not chosen), and
-    LoRA on acl at seeds 1-4 only (the budget cut: it came last in the session's grid)."""
-    peft = _PEFT["restaurant_sup"][0]
-    acl = [dict(v, seeds=[1, 2, 3, 4]) if v.get("method") == "lora" else v for v in runs["acl_sup"]]
-    return {**runs, "restaurant_sup": runs["restaurant_sup"] + [dict(peft, **LORA_DEV_CHECK)], "acl_sup": acl}
+def _with_lora_dev_check(runs: dict) -> dict:
+    """`runs` plus the LoRA learning-rate check on restaurant's dev split (seed 1 at the rate not chosen)."""
+    check = dict(_PEFT["restaurant_sup"][0], **LORA_DEV_CHECK)
+    return {**runs, "restaurant_sup": runs["restaurant_sup"] + [check]}
+
+
+def _lora_seeds(runs: dict, dataset: str, seeds: list[int]) -> dict:
+    """`runs` with LoRA on `dataset` at `seeds` only (a stated budget cut)."""
+    return {**runs, dataset: [dict(v, seeds=seeds) if v.get("method") == "lora" else v for v in runs[dataset]]}
 
 
 def _with(runs: dict, *changes: dict) -> dict:
@@ -111,7 +114,8 @@ PROFILES = {
         "fast": dict(models=["tiny-roberta"], seeds=[1, 2], data_dir="fixtures",
                      runs=_with(_FAST, dict(adapter_size=16), dict(adapter_size=16, learning_rate=1e-2))),
         "reference": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3, 4, 5], data_dir=None,
-                          runs=_with_lora_check_and_cut(_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS), STUDY_CUT))),
+                          runs=_lora_seeds(_with_lora_dev_check(_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS),
+                                                                          STUDY_CUT)), "acl_sup", [1, 2, 3, 4])),
         "parity": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3], data_dir=None,
                        runs=_with(_PARITY, dict(adapter_size=64, learning_rate=1e-3))),
         # Houlsby et al. 2019 swept 3e-5..3e-3; Pfeiffer et al. 2021 use 1e-4: 5e-4 is the middle of that

@@ -15,6 +15,7 @@ import platform
 import shutil
 import sys
 import time
+from typing import NamedTuple
 
 import accelerate
 import datasets
@@ -146,8 +147,18 @@ def sampler_seed(config, epoch: int) -> int:
     return config.seed * 1000 + epoch
 
 
-def build_loaders(config, encoded, tokenizer, per_device_batch_size: int, pad_multiple, eval_batch_size: int):
-    """(train loader, test loader sorted by length with an `idx` column, the train sampler's generator)."""
+class Loaders(NamedTuple):
+    """A run's data loaders: train (length-grouped or shuffled), test and dev (sorted by length, with an `idx`
+    column; dev is None without a dev split), and the train sampler's generator."""
+    train: DataLoader
+    test: DataLoader
+    generator: torch.Generator
+    dev: DataLoader | None = None
+
+
+def build_loaders(config, encoded, tokenizer, per_device_batch_size: int, pad_multiple,
+                  eval_batch_size: int) -> Loaders:
+    """The run's `Loaders`; dev only where `encoded` has a dev split (runs selected on dev)."""
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple)
     columns = ["input_ids", "attention_mask", "label"]
     train = encoded["train"]
@@ -160,7 +171,8 @@ def build_loaders(config, encoded, tokenizer, per_device_batch_size: int, pad_mu
         sampler = torch.utils.data.RandomSampler(train, generator=generator)
     train_loader = DataLoader(train.select_columns(columns), batch_size=per_device_batch_size, sampler=sampler,
                               collate_fn=collate)
-    return train_loader, eval_loader(encoded["test"], collate, eval_batch_size), generator
+    dev = eval_loader(encoded["dev"], collate, eval_batch_size) if "dev" in encoded else None
+    return Loaders(train_loader, eval_loader(encoded["test"], collate, eval_batch_size), generator, dev)
 
 
 def eval_loader(split, collate, eval_batch_size: int) -> DataLoader:
@@ -292,18 +304,14 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None
     eval_batch_size = eval_batch_size_for(config, accelerator.device.type)
     loaders = build_loaders(config, encoded, tokenizer, per_device, pad_multiple, eval_batch_size)
-    dev_loader = None
-    if "dev" in encoded:
-        dev_loader = eval_loader(encoded["dev"], DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple),
-                                 eval_batch_size)
     if accelerator.is_main_process:
         progress_write(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: "
                        f"{len(encoded['train'])} train / "
-                       + (f"{len(encoded['dev'])} dev / " if dev_loader else "")
+                       + (f"{len(encoded['dev'])} dev / " if loaders.dev else "")
                        + f"{len(encoded['test'])} test examples, batch "
                        f"{config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
                        f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}")
-    return model, labels, loaders, dev_loader
+    return model, labels, loaders
 
 
 class DevSelection:
@@ -339,7 +347,7 @@ class DevSelection:
 def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, list, object]:
     """Train and evaluate; returns (summary, metrics log, final test predictions, the trained model)."""
     t_prep = time.perf_counter()
-    model, labels, (train_loader, test_loader, generator), dev_loader = _model_and_data(config, accelerator)
+    model, labels, (train_loader, test_loader, generator, dev_loader) = _model_and_data(config, accelerator)
     data_prep_s = time.perf_counter() - t_prep
 
     # Fused AdamW on CPU too: one kernel instead of a Python loop over every parameter tensor.
