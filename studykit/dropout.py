@@ -40,7 +40,8 @@ def int16_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Ten
         return x
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    # the scaled mask is what autograd keeps for the backward pass, as torch's own dropout keeps its mask
+    # autograd keeps the scaled mask in x's dtype for the backward pass (torch's own dropout keeps a bool
+    # mask: 1 byte per element instead of 2-4); a custom autograd function keeping the bool measured no faster
     return x * (int16_keep_mask(x.shape, p, x.device).to(x.dtype) * (1.0 / (1.0 - p)))
 
 
