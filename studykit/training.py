@@ -48,7 +48,7 @@ except ImportError:  # pragma: no cover - Windows
     resource = None
 
 __all__ = ["RunConfig", "train_run", "run_grid", "launch_grid", "tokenize_dataset", "evaluate",
-           "eval_batch_size_for", "build_loaders", "label_names", "sampler_seed", "progress_bar",
+           "eval_batch_size_for", "build_loaders", "Loaders", "label_names", "sampler_seed", "progress_bar",
            "TrainingDiverged", "DataChanged", "write_json_atomic"]
 
 datasets.disable_progress_bars()          # one progress bar per run is ours; library bars are noise
