@@ -102,9 +102,11 @@ def test_runs_record_the_dropout_they_used_and_peft_dropout_is_swapped_too(tmp_p
     monkeypatch.setattr(training, "use_int16_dropout", spy)
     config = utils.RunConfig("tiny-roberta", "restaurant_sup", epochs=1, batch_size=16, data_dir=fixture_data,
                              results_dir=str(tmp_path / "results"), num_threads=1, dropout_kernel="int16",
+                             precision="bf16",
                              **method)
     summary = utils.train_run(config)
     assert swapped == [True]
     assert summary["dropout_kernel"] == "int16" and summary["dropout_kernel_reason"] == "set explicitly"
+    assert summary["pad_to_multiple_of"] is None  # on CPU, even in bf16: padding to 8 only adds tokens there
     torch_run = utils.train_run(utils.RunConfig(**{**config.__dict__, "dropout_kernel": "torch"}))
     assert torch_run["dropout_kernel"] == "torch" and torch_run["f1_macro"] >= 0
