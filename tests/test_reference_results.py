@@ -82,8 +82,7 @@ def test_parity_runs_of_both_precisions_are_committed(real_data):
     # (matched by config hash, which covers the data's content: so this needs the real data).
     from bench.parity import parity_runs
     runs = parity_runs(ROOT / "results" / "parity", data_dir=real_data)
-    fp32 = sum(len(utils.study_configs(t, "parity")) for t in ("task2", "task3"))
-    bf16 = len(utils.study_configs("task2", "parity"))  # Task 3's bf16 re-run was cut for the study (README)
-    assert runs.groupby("method").size().to_dict() == {"bf16": bf16, "fp32": fp32}
+    both_tasks = sum(len(utils.study_configs(t, "parity")) for t in ("task2", "task3"))
+    assert runs.groupby("method").size().to_dict() == {"bf16": both_tasks, "fp32": both_tasks}
     assert set(runs.loc[runs.method == "bf16", "precision"]) == {"bf16"}
     assert set(runs.loc[runs.method == "fp32", "precision"]) <= {"fp32", "no"}
