@@ -76,7 +76,8 @@ def _claim(state, folder: RunFolder) -> str:
 
 # Packing on CPU: each worker process gets this many torch threads, and a grid of several pending runs
 # cores // this many workers. One thread per worker was the fastest layout in bf16 and fp32 on the 2-core
-# machine (bench/packing.py; bench/results/2026-11-29_packing_cpu.txt, README "Performance").
+# machine (bench/packing.py; bench/results/2026-11-29_packing_cpu.txt under load, 2-3x; and
+# 2026-11-29_packing_bf16_long_runs_cpu.txt on a quiet machine, 1.13x; README "Performance").
 CPU_THREADS_PER_WORKER = 1
 
 
