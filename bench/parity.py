@@ -38,13 +38,15 @@ COMPARISONS = {
 PRECISIONS = tuple(label for label, _ in COMPARISONS["precision"])
 
 
-def parity_runs(results_dir: Path, data_dir=None, compare: str = "precision") -> pd.DataFrame:
-    """The parity profile's finished runs of both arms, one row per run, `method` = the arm's label."""
+def parity_runs(results_dir: Path, data_dir=None, compare: str = "precision", seeds=None) -> pd.DataFrame:
+    """The parity profile's finished runs of both arms, one row per run, `method` = the arm's label;
+    `seeds`: these seeds instead of the profile's."""
     frames = []
     for task in ("task2", "task3"):
         results = load_results(results_dir, task=task)
         for label, overrides in COMPARISONS[compare]:
-            configs = study_configs(task, "parity", results_dir=str(results_dir), data_dir=data_dir, **overrides)
+            configs = study_configs(task, "parity", results_dir=str(results_dir), data_dir=data_dir, seeds=seeds,
+                                    **overrides)
             chosen = select_runs(results, configs)
             frames.append(chosen.assign(method=label, task=task))
     return pd.concat(frames, ignore_index=True)
@@ -79,9 +81,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="also write the report to this file")
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="precision",
                         help="precision: bf16 - fp32; dropout: int16-mask - torch's dropout (both bf16)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds to pair (default: the profile's, 1-3)")
     args = parser.parse_args(argv)
     arms = [label for label, _ in COMPARISONS[args.compare]]
-    runs = parity_runs(Path(args.results_dir), args.data_dir, args.compare)
+    runs = parity_runs(Path(args.results_dir), args.data_dir, args.compare, args.seeds)
     counts = runs.groupby("method").size().reindex(arms, fill_value=0)
     if counts.min() == 0:
         hint = ("--precision fp32 (and bf16; then task3)" if args.compare == "precision"
