@@ -3,10 +3,11 @@
 Each field carries a one-line `help` in its metadata (`python train.py --help` prints them) and says how
 it enters the configuration hash: `hash="always"` (default), `hash="never"` (seed, paths, speed knobs),
 `hash="unless_default"` (fields added later: left out at their default, so older runs keep their hash), or
-`hash="resolved"` (below).
+`hash="resolved"` (an "auto" field added later: it enters as `resolved_<name>` says, left out where that is
+its `legacy` value, what every run before the field did).
 `precision` enters resolved (`"auto"` as the precision it picks on this machine), so a run's folder says what
-precision it ran in; an explicit precision hashes as it always did. `dropout_kernel` enters resolved too, and
-only when it is not torch's own dropout, which every run before the field had.
+precision it ran in; an explicit precision hashes as it always did. `dropout_kernel` is a "resolved" field:
+it enters only where it is not torch's own dropout, which every run before the field had.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ MIN_MAX_LENGTH = 8  # [CLS] text [SEP] text [SEP] needs a few tokens; fewer is c
 _TASK_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def _field(default, help: str, hash: str = "always"):
-    return dataclasses.field(default=default, metadata={"help": help, "hash": hash})
+def _field(default, help: str, hash: str = "always", legacy=None):
+    return dataclasses.field(default=default, metadata={"help": help, "hash": hash, "legacy": legacy})
 
 
 @dataclass
@@ -78,7 +79,7 @@ class RunConfig:
         "unless_default")
     dropout_kernel: str = _field(
         "auto", "dropout's random mask: torch (the model's own), int16 (four mask lanes per 64-bit draw, "
-                "studykit/dropout.py), auto (int16 on CPU, torch on GPU)", "resolved")
+                "studykit/dropout.py), auto (int16 on CPU, torch on GPU)", "resolved", legacy="torch")
 
     def __post_init__(self):
         if not isinstance(self.dataset, str) and not (
@@ -183,10 +184,11 @@ def hash_of_config(config: RunConfig, precision: str, data: str | None = None) -
     fields = {}
     for f in dataclasses.fields(config):
         value, rule = getattr(config, f.name), f.metadata.get("hash", "always")
-        if rule == "always" or (rule == "unless_default" and value != f.default):
+        if rule == "resolved":
+            value = getattr(config, f"resolved_{f.name}")
+        if rule == "always" or (rule == "unless_default" and value != f.default) or (
+                rule == "resolved" and value != f.metadata["legacy"]):
             fields[f.name] = value
-    if config.resolved_dropout_kernel != "torch":  # runs with torch's dropout keep the hash they always had
-        fields["dropout_kernel"] = config.resolved_dropout_kernel
     fields["precision"] = precision
     fields["data"] = data or config.data_fingerprint()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
