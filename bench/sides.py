@@ -257,7 +257,8 @@ def whole_run(side: str, job: dict) -> dict:
         shutil.rmtree(config.run_dir, ignore_errors=True)
         summary = train_run(config)
         return {"f1_macro": summary["f1_macro"], "accuracy": summary["accuracy"], "precision": summary["precision"],
-                "dropout_kernel": summary["dropout_kernel"], "train_time_s": summary["train_time_s"], "data_prep_s": summary["data_prep_s"],
+                "dropout_kernel": summary["dropout_kernel"], "train_time_s": summary["train_time_s"],
+                "data_prep_s": summary["data_prep_s"],
                 "in_run_wall_s": time.perf_counter() - t, "steps": summary["steps"]}
     from accelerate.utils import set_seed
     from transformers import DataCollatorWithPadding, Trainer

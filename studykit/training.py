@@ -438,7 +438,8 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         predictions = selection.best["predictions"]
         selected = {"selected_on": "dev macro-F1", "selected_step": selection.best["step"],
                     "selected_epoch": selection.best["epoch"], "dev_f1_macro": selection.best_f1,
-                    "stopped_early": bool(stop_early and step < total_steps), "dev_examples": next(r for r in reversed(log) if r["split"] == "dev")["eval_examples"]}
+                    "stopped_early": bool(stop_early and step < total_steps),
+                    "dev_examples": next(r for r in reversed(log) if r["split"] == "dev")["eval_examples"]}
     model = accelerator.unwrap_model(model)
     if selection is not None:
         selection.restore(model)  # the saved weights are the selected ones
@@ -454,9 +455,8 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         "num_labels": len(labels), "num_processes": accelerator.num_processes, "gradient_accumulation": accum,
         "precision": {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
         "precision_reason": resolve_precision(config.precision)[1],
-        "dropout_kernel": config.resolved_dropout_kernel,
+        **dict(zip(("dropout_kernel", "dropout_kernel_reason"), resolve_dropout_kernel(config.dropout_kernel))),
         "pad_to_multiple_of": getattr(train_loader.collate_fn, "pad_to_multiple_of", None),
-        "dropout_kernel_reason": resolve_dropout_kernel(config.dropout_kernel)[1],
         "hardware": _hardware(accelerator), "versions": _versions(),
         **_peak_memory(accelerator),
     }
