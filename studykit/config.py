@@ -5,9 +5,10 @@ it enters the configuration hash: `hash="always"` (default), `hash="never"` (see
 `hash="unless_default"` (fields added later: left out at their default, so older runs keep their hash), or
 `hash="resolved"` (an "auto" field added later: it enters as `resolved_<name>` says, left out where that is
 its `legacy` value, what every run before the field did).
-`precision` enters resolved (`"auto"` as the precision it picks on this machine), so a run's folder says what
-precision it ran in; an explicit precision hashes as it always did. `dropout_kernel` is a "resolved" field:
-it enters only where it is not torch's own dropout, which every run before the field had.
+`precision` is a "resolved" field with no legacy value: it always enters, as the precision it runs in
+(`"auto"` as what it picks on this machine), so a run's folder says what precision it ran in; profiles with
+committed runs pin theirs, so the machine that renders a report never changes which folders it reads.
+`dropout_kernel` enters only where it is not torch's own dropout, which every run before the field had.
 """
 from __future__ import annotations
 
@@ -19,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DATASET_NAMES, DataError, data_fingerprint
-from .hardware import resolve_dropout_kernel, resolve_precision
+from .hardware import PRECISIONS, resolve_dropout_kernel, resolve_precision
 from .runs import RunFolder
 
-__all__ = ["RunConfig", "PRECISIONS", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
+__all__ = ["RunConfig", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DROPOUT_KERNELS = ("auto", "torch", "int16")
 METHODS = ("full", "adapter", "lora")
 MIN_MAX_LENGTH = 8  # [CLS] text [SEP] text [SEP] needs a few tokens; fewer is certainly a typo
@@ -57,7 +57,7 @@ class RunConfig:
     eval_batch_size: int | None = _field(
         None, "evaluation batch per device; None: 256 on a GPU, 32 on CPU", "never")
     precision: str = _field("auto", "auto (GPU: bf16 if supported, else fp16; CPU: bf16 autocast where the CPU "
-                                    "has AVX-512 BF16 or AMX, else fp32), fp32, bf16, fp16")
+                                    "has AVX-512 BF16 or AMX, else fp32), fp32, bf16, fp16", "resolved")
     group_by_length: bool = _field(True, "batches of similar length: less padding (the HF Trainer's sampler)")
     adapter_size: int | None = _field(None, "Houlsby adapter bottleneck size; None: no adapters")
     adapter_train_layer_norm: bool = _field(True, "adapter runs also train the LayerNorms (as adapter-bert)")
@@ -165,7 +165,7 @@ class RunConfig:
         with the precision resolved, plus the data files' content instead of their folder, so fixture and
         real data never share a folder. `data`: the data fingerprint when the caller already took it (a run
         takes it once, at its start)."""
-        return hash_of_config(self, self.resolved_precision, data)
+        return hash_of_config(self, data)
 
     @property
     def run_dir(self) -> Path:
@@ -177,10 +177,9 @@ class RunConfig:
         return Path(self.results_dir) / ".cache"
 
 
-def hash_of_config(config: RunConfig, precision: str, data: str | None = None) -> str:
-    """The configuration hash of `config` with `precision` in place of its own; `config_hash` passes the
-    resolved one. (Before precision was resolved, "auto" was hashed as the word: tools/migrate_precision_hash.py
-    passes "auto" to recognise such runs and moves them.)"""
+def hash_of_config(config: RunConfig, data: str | None = None) -> str:
+    """The configuration hash of `config` (see the module docstring for how each field enters); `data`: the
+    data fingerprint when the caller already took it."""
     fields = {}
     for f in dataclasses.fields(config):
         value, rule = getattr(config, f.name), f.metadata.get("hash", "always")
@@ -189,6 +188,5 @@ def hash_of_config(config: RunConfig, precision: str, data: str | None = None) -
         if rule == "always" or (rule == "unless_default" and value != f.default) or (
                 rule == "resolved" and value != f.metadata["legacy"]):
             fields[f.name] = value
-    fields["precision"] = precision
     fields["data"] = data or config.data_fingerprint()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import platform
 
-__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel"]
+__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel", "PRECISIONS",
+           "emulates_bf16"]
+
+# The precisions a run may ask for; every one but "auto" is also what a run records as the precision it ran in.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def cpu_name() -> str:
@@ -51,6 +55,14 @@ def resolve_precision(precision: str) -> tuple[str, str]:
     if features:
         return "bf16", f"auto: CPU supports {' and '.join(features)}"
     return "fp32", "auto: CPU without native bf16 (no AVX-512 BF16 or AMX; emulated bf16 is slower than fp32)"
+
+
+def emulates_bf16(resolved_precision: str) -> bool:
+    """Whether a run in `resolved_precision` would run bf16 on a CPU that only emulates it (several times
+    slower than fp32 there): what a grid warns about before it trains such runs."""
+    import torch
+
+    return resolved_precision == "bf16" and not torch.cuda.is_available() and not cpu_supports_bf16()
 
 
 def resolve_dropout_kernel(kernel: str) -> tuple[str, str]:

@@ -195,17 +195,16 @@ class DataChanged(RuntimeError):
     """The data files changed while a run used them: its results would be filed under the wrong data."""
 
 
-def _mixed_precision(precision: str) -> str:
-    """Accelerate's name for a resolved precision ("auto" resolved first)."""
-    resolved = resolve_precision(precision)[0]
-    return {"fp32": "no"}.get(resolved, resolved)
+# Accelerate's names for the precisions a run resolves to: the one place our vocabulary meets Accelerate's.
+_ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
-def _accelerator(mixed_precision: str) -> Accelerator:
-    """An Accelerator in `mixed_precision`. Accelerate keeps one process-wide AcceleratorState and refuses a
-    second precision; so when the precision changes between runs, that state is dropped first (as
+def _accelerator(precision: str) -> Accelerator:
+    """An Accelerator running `precision` (resolved: fp32, bf16 or fp16). Accelerate keeps one process-wide
+    AcceleratorState and refuses a second precision; so when the precision changes between runs, that state is dropped first (as
     Accelerate's own test cases do between tests). Only AcceleratorState: PartialState, which holds the
     process group of an `accelerate launch`, stays, and every process of a grid makes the same change."""
+    mixed_precision = _ACCELERATE_PRECISION[precision]
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", mixed_precision) != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
@@ -312,7 +311,7 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
                        + (f"{len(encoded['dev'])} dev / " if loaders.dev else "")
                        + f"{len(encoded['test'])} test examples, batch "
                        f"{config.batch_size} = {nproc} proc x {per_device} x {accelerator.gradient_accumulation_steps} "
-                       f"accum, precision {accelerator.mixed_precision}, device {accelerator.device}")
+                       f"accum, device {accelerator.device}")
     return model, labels, loaders
 
 
@@ -453,8 +452,6 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
         "trainable_params": counts["trainable"], "total_params": counts["total"],
         "checkpoint_bytes": sum(p.numel() * p.element_size() for p in params),
         "num_labels": len(labels), "num_processes": accelerator.num_processes, "gradient_accumulation": accum,
-        "precision": {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
-        "precision_reason": resolve_precision(config.precision)[1],
         **dict(zip(("dropout_kernel", "dropout_kernel_reason"), resolve_dropout_kernel(config.dropout_kernel))),
         "pad_to_multiple_of": getattr(train_loader.collate_fn, "pad_to_multiple_of", None),
         "hardware": _hardware(accelerator), "versions": _versions(),
@@ -475,12 +472,16 @@ def train_run(config: RunConfig) -> dict:
         torch.set_num_threads(config.num_threads)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: fp32 accuracy is not needed here
     torch.backends.cudnn.allow_tf32 = True
-    accelerator = _accelerator(_mixed_precision(config.precision))
+    precision, precision_reason = resolve_precision(config.precision)  # decided here, once per run
+    accelerator = _accelerator(precision)
     if accelerator.is_main_process:
         check_writable(config.results_dir)
         folder.write_config(config)
+        progress_write(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: precision "
+                       f"{precision} ({precision_reason})")
     t_start = time.perf_counter()
     summary, log, predictions, model = _train(config, accelerator)
+    summary.update(precision=precision, precision_reason=precision_reason)
     summary["wall_time_s"] = time.perf_counter() - t_start
     if config.data_fingerprint() != folder.data_fingerprint:
         raise DataChanged(f"the data files of {config.dataset} changed during the run; it is not filed under "

@@ -1,16 +1,13 @@
-"""Precision that fits the device: "auto" resolved per machine, hashed resolved, recorded with its reason;
-runs of different precisions in one process; the one-off migration of runs hashed with the word "auto"."""
-import json
-import shutil
+"""Precision that fits the device: "auto" resolved per machine, hashed resolved, recorded with its reason and
+named alike on the console; profiles with committed runs pinned; runs of different precisions in one process.
+Every CPU-dependent branch runs both ways here (`cpu_bf16` pretends the CPU has native bf16 or not)."""
 
 import pytest
 import torch
 
 import utils
 from studykit import hardware
-from studykit.config import RunConfig, hash_of_config
-from studykit.runs import RunFolder, write_json_atomic
-from tools.migrate_precision_hash import migrate
+from studykit.config import RunConfig
 
 
 @pytest.fixture
@@ -43,54 +40,26 @@ def test_auto_hashes_as_the_precision_it_resolves_to(cpu_bf16, fixture_data):
     assert auto_fp32 == config("fp32").config_hash() != auto_bf16  # an fp32 and a bf16 run never share a folder
 
 
-def _fake_run(root, fixture_data, seed, recorded, precision="auto", finished=True):
-    """A run folder as the engine wrote it before precision was hashed resolved (the old "auto" hash)."""
-    config = RunConfig("tiny-bert", "restaurant_sup", seed=seed, data_dir=fixture_data, results_dir=str(root),
-                       precision=precision)
-    old = hash_of_config(config, precision)
-    path = RunFolder.for_config(config).path.parent.parent / old / f"seed{seed}"
-    folder = RunFolder(path, old)
-    folder.write_config(config)
-    if finished:
-        folder.write_finished([{"step": 1, "split": "test", "f1_macro": 0.5}], [0, 1],
-                              {"status": "finished", "precision": recorded, "f1_macro": 0.5, "steps": 1})
-    return config, path
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_reference_profiles_pin_the_precision_their_committed_runs_used(cpu_bf16, has_bf16):
+    # The renderer's CPU must not change which folders a committed report reads: every profile with committed
+    # runs names its precision; only the fast profile (nothing committed) and the full one keep "auto".
+    cpu_bf16(has_bf16)
+    for task in ("task2", "task3"):
+        for profile in ("reference", "parity"):
+            configs = utils.study_configs(task, profile)
+            assert {c.precision for c in configs} == {"bf16"}
+            assert {c.resolved_precision for c in configs} == {"bf16"}
 
 
-def test_migration_moves_auto_runs_to_their_resolved_hash_and_changes_nothing_else(tmp_path, fixture_data):
-    root = tmp_path / "results"
-    _, fp32_old = _fake_run(root, fixture_data, 1, "no")      # an "auto" run that ran in fp32
-    bf16_cfg, bf16_old = _fake_run(root, fixture_data, 2, "bf16")    # one that ran in bf16
-    _, explicit = _fake_run(root, fixture_data, 3, "no", precision="fp32")
-    _, unfinished = _fake_run(root, fixture_data, 4, None, finished=False)
-    before = {p: p.read_bytes() for p in fp32_old.iterdir()}
-
-    report = migrate(root)
-    # where the reference profile, with precision pinned to fp32, looks for it
-    fp32_new = RunConfig("tiny-bert", "restaurant_sup", seed=1, data_dir=fixture_data, results_dir=str(root),
-                         precision="fp32").run_dir
-    assert sorted(str(new) for _, new in report["moved"]) == sorted([str(fp32_new), str(
-        fp32_new.parent.parent / hash_of_config(bf16_cfg, "bf16") / "seed2")])
-    assert not fp32_old.exists() and not bf16_old.exists() and explicit.exists() and unfinished.exists()
-    assert [p for p, _ in report["skipped"]] == [unfinished]
-    for old_path, data in before.items():
-        new = (fp32_new / old_path.name).read_bytes()
-        if old_path.name == "summary.json":
-            old_summary, new_summary = json.loads(data), json.loads(new)
-            assert new_summary.pop("config_hash") == fp32_new.parent.name != old_summary.pop("config_hash")
-            assert new_summary == old_summary
-        else:
-            assert new == data, old_path.name  # config.json keeps "precision": "auto", as it was run
-    assert migrate(root)["moved"] == []  # a second pass has nothing to do
-
-
-def test_migration_leaves_runs_whose_folder_is_not_their_old_hash(tmp_path, fixture_data):
-    root = tmp_path / "results"
-    _, path = _fake_run(root, fixture_data, 1, "no")
-    copy = path.parent.parent / "0123456789" / "seed1"  # a hand-made copy under another name
-    shutil.copytree(path, copy)
-    report = migrate(root)
-    assert copy.exists() and [p for p, _ in report["skipped"]] == [copy] and len(report["moved"]) == 1
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_the_console_and_the_summary_name_the_precision_alike(cpu_bf16, has_bf16, tmp_path, fixture_data, capsys):
+    cpu_bf16(has_bf16)
+    summary = utils.train_run(RunConfig("tiny-bert", "restaurant_sup", batch_size=16, epochs=1, max_steps=1,
+                                        evals_per_epoch=1, data_dir=fixture_data, results_dir=str(tmp_path)))
+    expected = "bf16" if has_bf16 else "fp32"
+    assert summary["precision"] == expected and summary["precision_reason"].startswith("auto: CPU")
+    assert f"precision {expected} (auto: CPU" in capsys.readouterr().out
 
 
 def test_runs_of_different_precisions_in_one_process(tmp_path, fixture_data):

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import utils
+from studykit import hardware as utils_hardware
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "results" / "reference"
@@ -55,10 +56,14 @@ def test_committed_notebooks_show_the_reference_profile(notebook):
     assert not errors
 
 
+@pytest.mark.parametrize("has_bf16", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
 @pytest.mark.parametrize("task", ["task2", "task3"])
-def test_reference_notebooks_find_their_runs_on_the_real_data(task, real_data):
+def test_reference_notebooks_find_their_runs_on_the_real_data(task, has_bf16, real_data, monkeypatch):
     # Re-executing a notebook on PROFILE=reference with the real data must reuse the committed runs, not
-    # retrain: every config's folder (named by its hash, which covers the data's content) holds a summary.
+    # retrain, on any CPU: every config's folder (named by its hash, which covers the data's content) holds a
+    # summary, whether or not this CPU has native bf16 (the other kind is pretended).
+    monkeypatch.setattr(utils_hardware, "_cpu_bf16_features", lambda: ("AMX",) if has_bf16 else ())
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     configs = utils.study_configs(task, "reference", results_dir=str(REFERENCE), data_dir=real_data)
     missing = [str(c.run_dir.relative_to(REFERENCE)) for c in configs if not (c.run_dir / "summary.json").is_file()]
     assert not missing, f"reference runs not found under their config hash: {missing}"
