@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
+import textwrap
 from typing import Optional
 
 from accelerate import PartialState
@@ -61,6 +63,18 @@ Overrides = dataclasses.make_dataclass("Overrides", [
     for f in dataclasses.fields(RunConfig) if f.name not in _CHOSEN_BY_PROFILE])
 
 
+def format_plan(plan, width: int) -> str:
+    """The plan as a table that wraps to `width` columns, its long texts (where the lengths come from, why a
+    row has no estimate) below it as wrapped lines rather than as cells."""
+    texts = [c for c in ("lengths from", "note") if c in plan]
+    table = plan.drop(columns=texts).rename(columns=lambda c: c.replace("max per-device batch, ", "batch fits "))
+    lines = [table.to_string(line_width=width)]
+    for column in texts:
+        for value in sorted(set(plan[column].dropna())):
+            lines.append(textwrap.fill(f"{column}: {value}", width, subsequent_indent="  "))
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = HfArgumentParser((Study, Overrides), description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,7 +87,7 @@ def main(argv=None):
     configs = study_configs(study.task, study.profile, models=study.models, datasets=study.datasets,
                             seeds=study.seeds, **dataclasses.asdict(overrides))
     if study.plan:
-        print(plan_study(configs).to_string())
+        print(format_plan(plan_study(configs), shutil.get_terminal_size().columns))
         return 0
     table = run_grid(configs, retry_failed=study.retry_failed)
     text, code = grid_report(table)

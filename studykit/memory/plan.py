@@ -6,7 +6,10 @@ import functools
 import math
 import time
 
+from ..data import DataError
 from ..methods import HoulsbyAdapters, LoRA, method_for
+from ..modeling import ModelUnavailable
+from ..runs import dataset_label
 from .catalog import GB, GPUS, MODEL_CONFIGS, VALIDATION_CONFIGS, get_config
 from .estimate import estimate_memory
 from .trace import traced_activations
@@ -71,9 +74,12 @@ def _lengths_for(cfg):
                                          str(getattr(cfg, "cache_dir", "") or "") or None)
     except OSError:  # offline without the tokenizer: the padded maximum, said so
         return None, float("nan"), None, 2, "max_length (no tokenizer/data offline: tokenizer not in the local cache)"
-    except Exception as e:  # no data here (DataError, or datasets refusing the Hub offline)
-        reason = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0].split(", and ")[0][:100]
-        return None, float("nan"), None, 2, f"max_length (no tokenizer/data offline: {reason})"
+    except ModelUnavailable:  # its error names the model and how to get it; here the plan needs only the fact
+        return None, float("nan"), None, 2, f"max_length ({cfg.model_name}'s tokenizer is not available here)"
+    except DataError:
+        return None, float("nan"), None, 2, f"max_length (the {dataset_label(dataset)} data files are not here)"
+    except Exception as e:  # e.g. datasets refusing the Hub offline: its first line, whole
+        return None, float("nan"), None, 2, f"max_length ({type(e).__name__}: {(str(e).splitlines() or [''])[0]})"
     return max(lengths), sum(lengths) / len(lengths), len(lengths), labels, "training data, tokenized"
 
 
@@ -179,7 +185,10 @@ def plan_study(configs, gpus=None, device="cuda", precision=None, measure_time=F
             row["s per micro-step here"] = round(t, 3)
             row["est. run time here (h)"] = round(t * steps / 3600, 2) if n_train else float("nan")
         rows.append(row)
-    return pd.DataFrame(rows)
+    # Every column, even where no model could be built here (a row's `note` says why): callers select them.
+    return pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(
+        [c for r in rows for c in r] + ["longest tokens", "mean tokens", "lengths from", "seq_len", "est_peak_GB",
+                                        "activations_GB", "note"])))
 
 
 def cells_that_do_not_fit(configs, device_memory_bytes, device="cuda", precision=None):
