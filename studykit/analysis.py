@@ -243,10 +243,19 @@ def paired_statistics(results: pd.DataFrame, method_a: str, method_b: str, metri
     return out
 
 
-def what_seeds_decide(n: int) -> str:
-    """What n paired seeds can and cannot decide, in words."""
+def what_seeds_decide(n: int, paired: bool = True) -> str:
+    """What n seeds per cell can and cannot decide, in words: paired by seed (methods of one model, which share
+    the seed's data order and head initialisation), or, with `paired=False`, two independent samples (two
+    models: seed k of one shares nothing with seed k of the other that makes a pair)."""
     if n < 2:
-        return f"With {n} paired seed nothing can be decided about seed noise."
+        return f"With {n} seed per cell nothing can be decided about seed noise."
+    if not paired:
+        df = 2 * n - 2
+        return (f"With {n} seeds per model, two models are two independent samples: the difference of their means "
+                f"has a 95 % interval of about ±{stats.t.ppf(0.975, df):.2f} standard errors (Welch's t, about {df} "
+                f"degrees of freedom at equal spreads); seeds won is not defined across models, since seed k of one "
+                f"model and seed k of another are not a pair. An interval that includes 0 means 'not decided', "
+                f"not 'equal'.")
     t = stats.t.ppf(0.975, n - 1)
     return (f"With {n} paired seeds the 95 % t-interval is ±{t:.2f} standard errors wide (t with {n - 1} "
             f"degree{'s' if n > 2 else ''} of freedom), so only a difference large against its seed-to-seed spread excludes 0; an "
@@ -349,7 +358,7 @@ def describe_curve_facts(facts: pd.DataFrame) -> list[str]:
         span = f"{flat.min():.1f}" if flat.min() == flat.max() else f"{flat.min():.1f}–{flat.max():.1f}"
         text = (f"{dataset}, {method}: test macro-F1 was above {level} from the first evaluation"
                 if flat.max() == 0 else f"{dataset}, {method}: test macro-F1 stayed at {level} for {span} of "
-                f"{part['epochs'].max():.0f} epochs")
+                f"{part['epochs'].max():.1f} epochs trained")
         text += f", and never left it in {never} of {n} seeds" if never else ""
         text += (f"; over the last epoch it rose by {gain.mean():+.3f} on average (rising in {rising} of {n} "
                  f"seeds)" if gain.notna().any() else "")

@@ -23,7 +23,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 __all__ = [
     "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED", "AGNEWS_DEV_SEED",
     "DataError", "get_dataset", "resolve_data_dir", "dataset_files", "dataset_source", "data_fingerprint",
-    "check_data_files",
+    "check_data_files", "describe_overlaps",
     "audit_dataset", "test_overlap_mask", "AGNEWS_HUB_ID", "AGNEWS_FROM_HUB_ENV",
 ]
 
@@ -431,8 +431,32 @@ def audit_dataset(name: str, tokenizer, data_dir=None) -> dict:
         report[f"{split}_duplicate_texts"] = len(texts) - len(set(texts))
     train_texts = set(ds["train"]["text"])
     report["test_texts_in_train"] = sum(t in train_texts for t in ds["test"]["text"])
+    # Runs selected on dev read a dev split: a test text also in dev is seen by the selection, and a dev text
+    # also in train makes the selection reward memory. Counted against the training split those runs use.
+    try:
+        with_dev = get_dataset(name, tokenizer.sep_token, data_dir, dev=True)
+    except DataError:  # no dev file here: nothing to count
+        with_dev = None
+    if with_dev is not None:
+        dev_texts, dev_train = set(with_dev["dev"]["text"]), set(with_dev["train"]["text"])
+        report["dev_size"] = len(with_dev["dev"])
+        report["test_texts_in_dev"] = sum(t in dev_texts for t in with_dev["test"]["text"])
+        report["dev_texts_in_train"] = sum(t in dev_train for t in with_dev["dev"]["text"])
     report["example"] = {"text": ds["train"][0]["text"], "label": labels[ds["train"][0]["label"]]}
     return report
+
+
+def describe_overlaps(report: dict) -> str:
+    """One sentence from `audit_dataset`: test texts also in train, and (runs selected on dev) test texts also
+    in dev and dev texts also in train."""
+    text = (f"{report['dataset']}: {report['test_texts_in_train']} of {report['test_size']} test texts also occur "
+            f"in the training split")
+    if "dev_size" in report:
+        text += (f"; {report['test_texts_in_dev']} of the test texts occur in the dev split that selects the "
+                 f"reported evaluation, and {report['dev_texts_in_train']} of {report['dev_size']} dev texts occur in "
+                 f"the training split" + (" (selection on dev partly rewards what was memorised)"
+                                          if report["dev_texts_in_train"] else ""))
+    return text + "."
 
 
 def test_overlap_mask(name: str, sep_token: str, data_dir=None) -> list[bool]:

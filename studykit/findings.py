@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .analysis import format_interval, paired_statistics
+from .hardware import hardware_label
 from .profiles import PROFILES
 
 __all__ = ["what_ran", "settings_beside_report", "time_per_epoch", "what_did_not_run", "task2_findings",
@@ -40,7 +41,7 @@ def what_ran(results: pd.DataFrame) -> str:
             f"methods {', '.join(sorted(results['training_method'].unique()))}; datasets "
             f"{', '.join(sorted(results['dataset'].unique()))}; seeds {', '.join(map(str, seeds))} "
             f"({per_cell.min()}–{per_cell.max()} per dataset × method); trained on "
-            f"{'; '.join(sorted(results['hardware'].unique()))}; precision {', '.join(precision)}.")
+            f"{'; '.join(sorted({hardware_label(h) for h in results['hardware']}))}; precision {', '.join(precision)}.")
 
 
 # Why each profile departs from the report's settings (studykit/profiles.py says the same).

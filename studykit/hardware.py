@@ -5,9 +5,10 @@ Nothing here runs at import time and nothing needs Linux, so the package imports
 from __future__ import annotations
 
 import platform
+import re
 
 __all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel", "PRECISIONS",
-           "emulates_bf16"]
+           "emulates_bf16", "threads_label", "hardware_label"]
 
 # The precisions a run may ask for; every one but "auto" is also what a run records as the precision it ran in.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -20,6 +21,16 @@ def cpu_name() -> str:
             return next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def threads_label(n: int) -> str:
+    """`n` torch threads in words ("1 thread", "2 threads")."""
+    return f"{n} thread{'' if n == 1 else 's'}"
+
+
+def hardware_label(recorded: str) -> str:
+    """A run's recorded hardware as shown (runs recorded before `threads_label` said "1 threads")."""
+    return re.sub(r"\b1 threads\b", "1 thread", recorded)
 
 
 def cpu_supports_bf16() -> bool:

@@ -18,7 +18,7 @@ import torch
 
 from .config import RunConfig
 from .data import resolve_data_dir
-from .hardware import cpu_name
+from .hardware import cpu_name, emulates_bf16
 
 __all__ = ["PROFILES", "FIXTURE_DATA_DIR", "from_env", "study_configs", "describe_setup"]
 
@@ -203,6 +203,9 @@ def describe_setup(profile: str, configs: list[RunConfig]) -> str:
         f"data:     {', '.join(data_dirs)}" + ("  (small synthetic fixtures in the real formats)"
                                               if any("fixtures" in d for d in data_dirs) else ""),
         f"results:  {sorted({c.results_dir for c in configs})[0]}",
+        f"precision: {', '.join(sorted({c.precision for c in configs}))}"
+        + ("  (bf16 is emulated on this CPU: training here would be slow; finished runs are read as they are)"
+           if any(emulates_bf16(c.resolved_precision) for c in configs) else ""),
         f"hardware: {hardware}",
         f"versions: python {platform.python_version()}, torch {torch.__version__}",
     ]

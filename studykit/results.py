@@ -10,6 +10,7 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
 from .data import get_dataset, test_overlap_mask
+from .hardware import hardware_label
 from .progress import format_duration
 from .runs import dataset_label, run_folders
 
@@ -67,7 +68,7 @@ def describe_runs(results: pd.DataFrame) -> str:
     executing the notebook may not be the one that trained: finished runs are reused)."""
     if results.empty:
         return "no finished runs"
-    return (f"{len(results)} runs, produced on: {'; '.join(sorted(results['hardware'].unique()))}; "
+    return (f"{len(results)} runs, produced on: {'; '.join(sorted({hardware_label(h) for h in results['hardware']}))}; "
             f"training time (evaluation excluded) {format_duration(results['train_time_s'].sum())} in all, "
             f"{format_duration(results['train_time_s'].mean())} per run on average")
 
@@ -276,6 +277,9 @@ def check_claims(results: pd.DataFrame, claims=None) -> pd.DataFrame:
     for claim in claims or REPORT_CLAIMS:
         if claim["kind"] not in checks:
             raise ValueError(f"unknown claim kind {claim['kind']!r}; valid: {sorted(checks)}")
-        for verdict, evidence in checks[claim["kind"]](results, claim):
+        verdicts = checks[claim["kind"]](results, claim)
+        if len(verdicts) > 1 and {v for v, _ in verdicts} == {"not testable here"}:  # one row says it once
+            verdicts = [("not testable here", "; ".join(e for _, e in verdicts))]
+        for verdict, evidence in verdicts:
             rows.append({"claim": claim["claim"], "verdict": verdict, "evidence": evidence})
     return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"])

@@ -35,7 +35,7 @@ from .adapters import count_parameters
 from .config import RunConfig
 from .data import DATASETS, dataset_source, get_dataset
 from .dropout import use_int16_dropout
-from .hardware import cpu_name, resolve_dropout_kernel, resolve_precision
+from .hardware import cpu_name, resolve_dropout_kernel, resolve_precision, threads_label
 from .meter import SpeedMeter
 from .methods import method_for
 from .modeling import load_model_and_tokenizer, safe_name
@@ -254,7 +254,7 @@ def _hardware(accelerator) -> str:
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
     else:
-        name = f"CPU {cpu_name()}, {torch.get_num_threads()} threads"
+        name = f"CPU {cpu_name()}, {threads_label(torch.get_num_threads())}"
     return f"{accelerator.num_processes} x {name}"
 
 

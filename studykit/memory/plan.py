@@ -153,7 +153,7 @@ def plan_study(configs, gpus=None, device="cuda", precision=None, measure_time=F
             continue
         seen.add(key)
         row = dict(model=cfg.model_name, dataset=cfg.dataset if isinstance(cfg.dataset, str) else "+".join(cfg.dataset),
-                   method=label, batch=cfg.batch_size, per_device_batch=per_device, precision=scheme)
+                   method=label, training_method=cfg.method_name, batch=cfg.batch_size, per_device_batch=per_device, precision=scheme)
         try:
             config = _model_config(cfg.model_name, getattr(cfg, "cache_dir", None))
         except ValueError as e:
@@ -183,7 +183,8 @@ def plan_study(configs, gpus=None, device="cuda", precision=None, measure_time=F
                                   time_steps)
             steps = math.ceil((n_train or 0) / per_device) * cfg.epochs
             row["s per micro-step here"] = round(t, 3)
-            row["est. run time here (h)"] = round(t * steps / 3600, 2) if n_train else float("nan")
+            # The whole epoch budget: runs selected on dev (early_stopping_patience) usually stop before it.
+            row["est. run time here, full epoch budget (h)"] = round(t * steps / 3600, 2) if n_train else float("nan")
         rows.append(row)
     # Every column, even where no model could be built here (a row's `note` says why): callers select them.
     return pd.DataFrame(rows).reindex(columns=list(dict.fromkeys(

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from studykit.hardware import cpu_name
+from studykit.hardware import cpu_name, threads_label
 
 from .catalog import COMPONENTS, GB, GPUS, MODEL_CONFIGS, OPTIMIZERS, PRECISIONS
 from .estimate import _assumptions, estimate_memory
@@ -235,7 +235,7 @@ def describe_machine():
         return f"GPU: {torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}"
     name = cpu_name()
     return (f"CPU only: {name}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads; no CUDA device")
+            f"with {threads_label(torch.get_num_threads())}; no CUDA device")
 
 
 def report_walk(model="llama-3.2-3b", precision="autocast", batch_size=4, seq_len=512, peft=None, **assumptions):
