@@ -25,7 +25,7 @@ from transformers import HfArgumentParser
 from studykit.cli import grid_report
 from studykit.config import RunConfig
 from studykit.fetch import main as fetch_main
-from studykit.grid import run_grid
+from studykit.grid import SettingsError, run_grid
 from studykit.memory import plan_study
 from studykit.profiles import PROFILES, study_configs
 
@@ -89,7 +89,11 @@ def main(argv=None):
     if study.plan:
         print(format_plan(plan_study(configs), shutil.get_terminal_size().columns))
         return 0
-    table = run_grid(configs, retry_failed=study.retry_failed)
+    try:
+        table = run_grid(configs, retry_failed=study.retry_failed)
+    except SettingsError as err:  # known before any run: the message names each problem and its fix
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     text, code = grid_report(table)
     if PartialState().is_main_process:
         print(text)

@@ -207,7 +207,7 @@ def test_curve_facts_measure_time_at_majority_level_and_the_last_epoch_gain():
     assert facts.loc[2, "never left majority level"] and facts.loc[2, "epochs at majority level"] == 3.0
     assert facts.loc[1, "last-epoch gain"] == pytest.approx(0.45 - 0.2)  # mean of last epoch minus the one before
     text = utils.describe_curve_facts(facts.reset_index())[0]
-    assert "majority-class level (0.100) for 1.5–3.0 of 3 epochs" in text
+    assert "majority-class level (0.100) for 1.5–3.0 of 3.0 epochs trained" in text
     assert "never left it in 1 of 2 seeds" in text and "rising in 1 of 2 seeds" in text
     early = utils.describe_curve_facts(utils.curve_facts(_curve(1, [0.3, 0.4, 0.5]), {"d": 0.1}))[0]
     assert "above the majority-class level (0.100) from the first evaluation" in early

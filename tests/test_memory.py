@@ -314,7 +314,7 @@ def test_plan_falls_back_to_max_length_offline(tmp_path):
     import dataclasses
     configs = [dataclasses.replace(_fast_configs()[0], data_dir=str(tmp_path / "nowhere"))]
     plan = M.plan_study(configs, device="cpu")
-    assert plan["lengths from"].iloc[0].startswith("max_length (no tokenizer/data offline")
+    assert plan["lengths from"].iloc[0] == "max_length (the restaurant_sup data files are not here)"
     assert plan["seq_len"].iloc[0] == configs[0].max_length
 
 
@@ -389,3 +389,12 @@ def test_plan_labels_each_run_by_its_own_method():
     assert method_of(RunConfig("tiny-bert", "restaurant_sup", adapter_size=16))[0] == "adapters m=16"
     label, kw = method_of(RunConfig("tiny-bert", "restaurant_sup", method="lora", lora_rank=4))
     assert label.startswith("LoRA r=4") and kw["peft"] == "lora" and kw["lora_rank"] == 4
+
+
+def test_plan_keeps_its_columns_where_no_model_can_be_built(tmp_path):
+    # The memory notebook selects these columns; a machine without the model package must not KeyError there.
+    import dataclasses
+    configs = [dataclasses.replace(_fast_configs()[0], model_name=str(tmp_path / "no-model"))]
+    plan = M.plan_study(configs, device="cpu")
+    assert {"lengths from", "est_peak_GB", "seq_len", "note"} <= set(plan.columns)
+    assert plan["est_peak_GB"].isna().all() and plan["note"].iloc[0]

@@ -31,11 +31,21 @@ def test_options_override_the_profile(monkeypatch):
 
 
 def test_a_grid_where_every_run_fails_reports_the_reason_and_exits_1(tmp_path, capsys):
-    code = train.main(["task2", "--profile", "fast", "--models", str(tmp_path / "no-such-model"),
-                       "--datasets", "restaurant_sup", "--seeds", "1", "--results_dir", str(tmp_path / "results")])
+    code = train.main(["task2", "--profile", "fast", "--models", "tiny-bert", "--batch_size", "15",
+                       "--per_device_batch_size", "4", "--datasets", "restaurant_sup", "--seeds", "1",
+                       "--results_dir", str(tmp_path / "results")])
     out = capsys.readouterr().out
     assert code == 1
     assert "1 of 1 runs failed" in out and "0 of 1 runs finished" in out and "KeyError" not in out
+    assert "not a multiple of per-device batch" in out
+
+
+def test_a_model_not_to_be_had_stops_before_anything_is_written_and_exits_2(tmp_path, capsys):
+    code = train.main(["task2", "--profile", "fast", "--models", str(tmp_path / "no-such-model"),
+                       "--datasets", "restaurant_sup", "--seeds", "1", "--results_dir", str(tmp_path / "results")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-model': no folder with config.json" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
 
 
 def test_fetch_is_a_subcommand(capsys):
@@ -50,7 +60,7 @@ def test_plan_prints_what_fits_and_trains_nothing(tmp_path, capsys):
     code = train.main(["task2", "--profile", "fast", "--models", "tiny-bert", "--datasets", "restaurant_sup",
                        "--seeds", "1", "--results_dir", str(tmp_path / "results"), "--plan"])
     out = capsys.readouterr().out
-    assert code == 0 and "full fine-tuning" in out and "max per-device batch" in out
+    assert code == 0 and "full fine-tuning" in out and "batch fits 8 GiB" in out
     assert not (tmp_path / "results" / "task2").exists()
 
 
