@@ -4,12 +4,15 @@ Nothing here runs at import time and nothing needs Linux, so the package imports
 """
 from __future__ import annotations
 
+import os
 import platform
 import re
 
 __all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel", "PRECISIONS",
            "emulates_bf16", "threads_label", "hardware_label"]
 
+# Set to 0 or 1 to run as if this CPU had no native bf16, or had it: every branch that depends on it, both ways.
+CPU_BF16_ENV = "STUDYKIT_CPU_BF16"
 # The precisions a run may ask for; every one but "auto" is also what a run records as the precision it ran in.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -45,6 +48,12 @@ def cpu_supports_bf16() -> bool:
 def _cpu_bf16_features() -> tuple[str, ...]:
     import torch
 
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):  # the other branch on purpose: tests and benchmarks of the other kind of CPU
+        return ("native bf16 (forced by $STUDYKIT_CPU_BF16=1)",) if forced == "1" else ()
+    if forced:
+        raise ValueError(f"{CPU_BF16_ENV}={forced!r}: use 1 (treat this CPU as having native bf16), 0 (as not having "
+                         f"it) or leave it unset (detect)")
     if not torch.backends.mkldnn.is_available():
         return ()
     names = {"_is_avx512_bf16_supported": "AVX-512 BF16", "_is_amx_tile_supported": "AMX"}

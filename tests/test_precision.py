@@ -75,3 +75,15 @@ def test_runs_of_different_precisions_in_one_process(tmp_path, fixture_data):
     assert list(grid["precision_reason"]) == ["set explicitly"] * 3
     single = utils.train_run(RunConfig(**base, seed=3, precision="auto"))
     assert (single["precision"], single["precision_reason"]) == hardware.resolve_precision("auto")
+
+
+@pytest.mark.parametrize("forced, expected", [("0", "fp32"), ("1", "bf16")])
+def test_the_cpu_kind_can_be_forced_for_a_whole_run_of_the_suite(monkeypatch, forced, expected):
+    # STUDYKIT_CPU_BF16 reaches subprocesses too (train.py, notebooks, accelerate launch): the whole suite runs
+    # as on the other kind of CPU with `STUDYKIT_CPU_BF16=0 python -m pytest -q`.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(hardware.CPU_BF16_ENV, forced)
+    assert hardware.resolve_precision("auto")[0] == expected
+    monkeypatch.setenv(hardware.CPU_BF16_ENV, "no")
+    with pytest.raises(ValueError, match="STUDYKIT_CPU_BF16='no': use 1"):
+        hardware.resolve_precision("auto")
