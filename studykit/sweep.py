@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from .grid import failure_record, run_grid
+from .hardware import threads_label
 from .runs import RunFolder, check_writable, clean_stale_temporaries, grid_row
 from .training import progress_bar, train_run
 
@@ -138,7 +139,7 @@ def run_sweep(configs, devices=None, workers: int | None = None, retry_failed: b
         procs = [ctx.Process(target=_worker, args=(w, devices[w], threads, str(log_root / f"worker{w}.log"),
                                                    jobs, results), daemon=True) for w in range(workers)]
         print(f"sweep: {len(todo)} runs on {workers} workers ({', '.join(map(str, devices[:workers]))}; "
-              f"{threads} CPU threads each); {len(configs) - len(todo)} already done; logs in {log_root}",
+              f"{threads_label(threads)} each); {len(configs) - len(todo)} already done; logs in {log_root}",
               flush=True)
         for p in procs:
             p.start()
