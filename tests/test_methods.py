@@ -1,7 +1,12 @@
 """Methods as objects: each one's trainable-parameter policy agrees with its parameter formula."""
+import copy
 import json
 
 import pytest
+import torch
+from safetensors import safe_open
+from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig, MPNetConfig,
+                          RobertaConfig)
 
 from studykit.adapters import count_parameters
 from studykit.config import RunConfig
@@ -38,6 +43,52 @@ def test_lora_trains_its_low_rank_weights_and_the_head(tmp_path, kind):
     assert lora == method.added_parameters(LAYERS, HIDDEN) == lora_parameter_count(LAYERS, HIDDEN, 8) == 4 * LAYERS * 8 * HIDDEN
     assert sum(trainable.values()) == lora + _head(model)  # nothing else trains
     assert count_parameters(model)["total"] == total_before + lora
+
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=99,
+            max_position_embeddings=64, num_labels=3)
+CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "mpnet": MPNetConfig}
+LORA_NAMES = {"bert": ["query", "value"], "roberta": ["query", "value"], "mpnet": ["q", "v"]}
+
+
+def _tiny(kind):
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(CONFIGS[kind](**TINY)).eval()
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_one_lora_object_targets_each_familys_query_and_value(kind, tmp_path):
+    method = LoRA(rank=4, alpha=8)  # the same object for every family
+    base = _tiny(kind)
+    ids = torch.randint(3, 99, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+    assert method.module_names(base) == LORA_NAMES[kind]
+    model = method.apply(copy.deepcopy(base))
+    lora = {n for n, p in model.named_parameters() if "lora_" in n}
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora} == set(LORA_NAMES[kind])
+    assert sum(p.numel() for n, p in model.named_parameters() if n in lora) == method.added_parameters(2, 32)
+    with torch.no_grad():  # B starts at zero: the adapted model is the base model at init
+        assert torch.equal(model(input_ids=ids).logits, before)
+    method.save(model, tmp_path / "lora.safetensors")
+    with safe_open(str(tmp_path / "lora.safetensors"), framework="pt") as f:
+        assert f.metadata()["target_modules"] == ",".join(LORA_NAMES[kind])  # BERT's: "query,value" as before
+
+
+def test_lora_on_an_architecture_without_known_names_says_what_to_add():
+    model = AutoModelForSequenceClassification.from_config(DistilBertConfig(
+        dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=99))
+    with pytest.raises(ValueError, match=r"target 'query': no module named 'query' or 'q' in model type "
+                                         r"'distilbert'.*LORA_TARGET_NAMES"):
+        LoRA().apply(model)
+
+
+def test_houlsby_on_mpnet_matches_its_formula():
+    method = HoulsbyAdapters(bottleneck_size=4, train_layer_norm=False)
+    model = method.apply(_tiny("mpnet"))
+    counts = count_parameters(model)
+    assert counts["by_component"]["adapters"]["trainable"] == method.added_parameters(2, 32)
+    assert counts["trainable"] == method.added_parameters(2, 32) + _head(model)
 
 
 def test_houlsby_policy_matches_its_formula(tmp_path):
