@@ -76,6 +76,12 @@ class LoRA:
     name = "lora"
     weights_file = "lora.safetensors"
 
+    @property
+    def target_names(self) -> tuple:
+        """Every name the target projections go by in the families we know (query, q, value, v): what to match
+        when no model is at hand (the memory planner); peft and our counts skip names a model lacks."""
+        return tuple(n for role in self.target_modules for n in LORA_TARGET_NAMES.get(role, (role,)))
+
     def module_names(self, model) -> list[str]:
         """The names `model` gives the target projections, one per role (["query", "value"] in BERT,
         ["q", "v"] in MPNet), as peft's `target_modules` matches them (the end of a module's name)."""

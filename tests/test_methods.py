@@ -83,6 +83,17 @@ def test_lora_on_an_architecture_without_known_names_says_what_to_add():
         LoRA().apply(model)
 
 
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_the_memory_planner_counts_lora_on_each_family(kind):
+    from studykit.memory.counting import count_model_parameters
+    from studykit.memory.plan import method_of
+    label, kw = method_of(RunConfig("tiny-bert", "acl_sup", method="lora"))
+    assert label == "LoRA r=8 on query, value"  # the plan's label, as before
+    counts = count_model_parameters(CONFIGS[kind](**TINY), peft=kw["peft"], lora_rank=kw["lora_rank"],
+                                    lora_targets=kw["lora_targets"])
+    assert counts["trainable"] == LoRA().added_parameters(2, 32) + _head(_tiny(kind))
+
+
 def test_houlsby_on_mpnet_matches_its_formula():
     method = HoulsbyAdapters(bottleneck_size=4, train_layer_norm=False)
     model = method.apply(_tiny("mpnet"))

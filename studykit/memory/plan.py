@@ -25,9 +25,9 @@ def method_of(config):
     """(label, estimate_memory's PEFT keywords) of a RunConfig: full fine-tuning, adapters or LoRA."""
     method = method_for(config)  # the run's own method object: one decision, as in training and results
     if isinstance(method, LoRA):
-        targets = tuple(method.target_modules)
+        targets = tuple(method.target_modules)  # the label names the roles; the count matches each family's names
         return (f"LoRA r={method.rank} on {', '.join(targets)}",
-                dict(peft="lora", lora_rank=method.rank, lora_targets=targets))
+                dict(peft="lora", lora_rank=method.rank, lora_targets=method.target_names))
     if isinstance(method, HoulsbyAdapters):
         return f"adapters m={method.bottleneck_size}", dict(peft="adapter", bottleneck_size=method.bottleneck_size)
     return "full fine-tuning", dict(peft=None)
