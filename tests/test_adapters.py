@@ -228,3 +228,23 @@ def test_real_minilm_identity_at_init():
     counts = count_parameters(adapted)
     assert counts["by_component"]["adapters"]["total"] == adapter_parameter_count(6, 384, 64)
     assert counts["percent_trainable"] < 5
+
+
+def test_real_mpnet_identity_at_init():
+    from studykit.methods import LoRA
+    from studykit.modeling import packaged_model_dir
+    folder = packaged_model_dir("all-mpnet-base-v2")
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"all-mpnet-base-v2 not fetched to {folder} (python train.py fetch --models all-mpnet-base-v2)")
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3, use_safetensors=True).eval()
+    b = batch()
+    expected = logits(base, b)
+    adapted = add_adapters(copy.deepcopy(base))
+    assert torch.equal(logits(adapted, b), expected)
+    counts = count_parameters(adapted)
+    assert counts["by_component"]["adapters"]["total"] == adapter_parameter_count(12, 768, 64) == 2_379_264
+    assert counts["percent_trainable"] < 5
+    lora = LoRA().apply(base)  # in place: the last use of base
+    assert LoRA().module_names(lora) == ["q", "v"]
+    assert torch.equal(logits(lora, b), expected)
