@@ -143,3 +143,22 @@ def test_pooler_statistics_read_the_checkpoint(tmp_path, minilm):
     # all-MiniLM-L6-v2 (a mean-pooling sentence encoder) ships a pooler with zero bias and small weights
     assert stats["bias_abs_max"] == 0.0 and 0 < stats["weight_std"] < stats["initializer_range"]
     assert utils.pooler_statistics("tiny-roberta", tmp_path) is None  # RoBERTa's head has no pooler
+
+
+def test_the_planner_plans_mpnet_with_its_eager_attention(tmp_path, fixture_data):
+    """MPNet has no sdpa attention in transformers: the planner traces the eager attention our trainer runs."""
+    from transformers import AutoModel
+
+    from studykit.memory.plan import _attention_of, plan_study
+    from studykit.modeling import _tiny_tokenizer
+    tokenizer = _tiny_tokenizer("roberta")
+    config = MPNetConfig(**{**TINY, "vocab_size": len(tokenizer), "max_position_embeddings": 130})
+    AutoModel.from_config(config).save_pretrained(tmp_path / "mpnet")
+    tokenizer.save_pretrained(tmp_path / "mpnet")
+    assert _attention_of(config) == "eager" and _attention_of(RobertaConfig()) == "sdpa"
+    configs = [RunConfig(str(tmp_path / "mpnet"), "restaurant_sup", batch_size=16, data_dir=fixture_data, **kw)
+               for kw in (dict(), dict(adapter_size=8), dict(method="lora"))]
+    plan = plan_study(configs)
+    assert list(plan["method"]) == ["full fine-tuning", "adapters m=8", "LoRA r=8 on query, value"]
+    assert "note" not in plan or plan["note"].isna().all()
+    assert (plan["est_peak_GB"] > 0).all()
