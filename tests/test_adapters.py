@@ -125,7 +125,8 @@ def test_adapter_reads_the_output_projection_and_feeds_the_residual_layer_norm(k
 
 
 @pytest.mark.parametrize("config, layers, hidden", [(RobertaConfig(num_labels=2), 12, 768),
-                                                     (MPNetConfig(num_labels=2), 12, 768)], ids=["roberta-base", "mpnet-base"])
+                                                     (MPNetConfig(num_labels=2), 12, 768)],
+                         ids=["roberta-base", "mpnet-base"])
 def test_base_size_adapter_count_matches_the_one_formula(config, layers, hidden):
     with torch.device("meta"):  # full size, no memory allocated
         model = add_adapters(AutoModelForSequenceClassification.from_config(config))
