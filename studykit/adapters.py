@@ -1,10 +1,15 @@
-"""Houlsby bottleneck adapters for BERT/RoBERTa-family models (our own; no adapter library, no peft).
+"""Houlsby bottleneck adapters for BERT-like encoders (our own; no adapter library, no peft).
 
 Houlsby et al. 2019 (arXiv:1902.00751) and its reference code github.com/google-research/adapter-bert:
 two adapters per layer, after the attention and the feed-forward output projections; only adapters,
 LayerNorms and the classification head train. We wrap modules of a loaded Hugging Face model (no
-copied model code): each sub-layer's `dropout` becomes `adapter(dropout(x))`, giving dense -> dropout
+copied model code): each sub-layer's `dropout` becomes `adapter(dropout(x))`, giving projection -> dropout
 -> adapter -> LayerNorm(x + residual), the reference code's order; base parameter names are unchanged.
+
+The two places are found by their role, not by class or attribute names: in each layer of
+`base_model.encoder.layer`, a residual sub-layer is the module that owns a LayerNorm and a Dropout (the
+dropout between its output projection and LayerNorm(x + residual)). BERT/RoBERTa have them at
+`attention.output` (projection `dense`) and `output`; MPNet at `attention` (projection `attn.o`) and `output`.
 """
 import json
 import warnings
@@ -16,14 +21,16 @@ from transformers.activations import ACT2FN
 
 __all__ = ["BottleneckAdapter", "add_adapters", "has_adapters", "count_parameters", "format_parameter_report",
            "adapter_parameter_count", "adapter_state_dict", "save_adapters", "load_adapters",
-           "DEFAULT_BOTTLENECK_SIZE", "DEFAULT_ACTIVATION", "SUPPORTED_MODEL_TYPES"]
+           "residual_sublayers", "DEFAULT_BOTTLENECK_SIZE", "DEFAULT_ACTIVATION", "SUPPORTED_MODEL_TYPES"]
 
 DEFAULT_BOTTLENECK_SIZE = 64  # Houlsby et al. 2019 search {8, 64, 256}; 64 is adapter-bert's default
 DEFAULT_ACTIVATION = "gelu"  # adapter-bert `feedforward_adapter` uses gelu (its tanh form = "gelu_new")
 DOWN_INIT_STD = 1e-3  # adapter-bert `init_scale=1e-3`, truncated normal: "near-identity initialization"
 # The up-projection starts at zero (Houlsby used the same small normal as the down-projection):
 # then each adapter is exactly the identity and the adapted model equals the base model at init.
-SUPPORTED_MODEL_TYPES = ("bert", "camembert", "roberta", "xlm-roberta")  # all share BertLayer's layout
+# Families whose layers were checked to have the two residual sub-layers where adapter-bert puts adapters
+# (tests/test_adapters.py); add_adapters finds the places by role, so any post-LayerNorm BERT-like encoder works.
+SUPPORTED_MODEL_TYPES = ("bert", "camembert", "roberta", "xlm-roberta", "mpnet")
 HEAD_NAMES = ("classifier", "score")  # the task head stays trainable, as in peft's modules_to_save
 SETTINGS = ("bottleneck_size", "activation", "train_layer_norm")  # saved with the weights
 
@@ -67,6 +74,59 @@ def has_adapters(model):
     return any(isinstance(m, BottleneckAdapter) for m in model.modules())
 
 
+def residual_sublayers(layer):
+    """The sub-layers of one encoder layer where adapters go, in order (attention's, then the feed-forward's):
+    [(module, name of its dropout, its output projection)], each module owning a LayerNorm and a Dropout
+    (the Dropout already wrapped with its adapter, once add_adapters has run).
+
+    The output projection is the last Linear inside the module that maps to the LayerNorm's width (BERT's
+    `attention.output.dense`, MPNet's `attention.attn.o`); a module lacking one is not a residual sub-layer.
+    """
+    found = []
+    for module in layer.modules():
+        children = dict(module.named_children())
+        norms = [c for c in children.values() if isinstance(c, nn.LayerNorm)]
+        dropouts = [n for n, c in children.items() if isinstance(getattr(c, "inner", c), nn.Dropout)]  # or wrapped
+        if len(norms) != 1 or len(dropouts) != 1:
+            continue
+        width = norms[0].normalized_shape[-1]
+        projections = [m for n, m in module.named_modules() if isinstance(m, nn.Linear)
+                       and m.out_features == width and not n.startswith(dropouts[0] + ".")]  # not the adapter's
+        if projections:
+            found.append((module, dropouts[0], projections[-1]))
+    return found
+
+
+def _unsupported(model, problem):
+    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+    return ValueError(
+        f"add_adapters cannot place adapters in model type '{model_type}': {problem}. Adapters go in "
+        "post-LayerNorm BERT-like encoders (checked: " + ", ".join(SUPPORTED_MODEL_TYPES) + "), whose layers "
+        "`base_model.encoder.layer[i]` each have two residual sub-layers, attention then feed-forward, each a "
+        "module owning a LayerNorm and a Dropout with an output projection (Linear) to the hidden size: "
+        "projection -> dropout -> LayerNorm(x + residual). Use such a model, or LoRA (method='lora').")
+
+
+def _adapter_places(model):
+    """Every (module, dropout name, projection) where an adapter goes, two per layer; or a ValueError
+    naming what this architecture lacks."""
+    encoder = getattr(getattr(model, "base_model", model), "encoder", None)
+    layers = getattr(encoder, "layer", None)
+    if not isinstance(layers, nn.ModuleList) or not len(layers):
+        base = type(getattr(model, "base_model", model)).__name__
+        raise _unsupported(model, f"its base model ({base}) has no `encoder.layer` list of transformer layers")
+    places = []
+    for i, layer in enumerate(layers):
+        sublayers = residual_sublayers(layer)
+        if len(sublayers) != 2:
+            names = {m: n for n, m in layer.named_modules()}
+            seen = ", ".join(f"'{names[m]}'" for m, _, _ in sublayers) or "none"
+            raise _unsupported(model, f"layer {i} ({type(layer).__name__}) has {len(sublayers)} residual "
+                                      f"sub-layers ({seen}), not 2")
+        places += sublayers
+    return places
+
+
 def add_adapters(model, bottleneck_size=DEFAULT_BOTTLENECK_SIZE, train_layer_norm=True,
                  activation=DEFAULT_ACTIVATION):
     """Insert two adapters per layer and freeze all but adapters, LayerNorms and head; in place.
@@ -75,24 +135,18 @@ def add_adapters(model, bottleneck_size=DEFAULT_BOTTLENECK_SIZE, train_layer_nor
     (embeddings' LayerNorm included). BERT's pooler stays frozen: adapter-bert trains only
     adapters, layer norms and the output layer (`adapters`, `layer_norm`, `head` collections).
     """
-    model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ValueError(
-            f"add_adapters does not support model type '{model_type}'; supported: "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)}. Use a checkpoint of one of these families, or add the "
-            "type to SUPPORTED_MODEL_TYPES once its layers have attention.output and output sub-layers "
-            "with dense -> dropout -> LayerNorm(x + residual) like transformers' BertLayer.")
     if has_adapters(model):
         raise ValueError("this model already has adapters; call add_adapters once, on a fresh base model")
+    places = _adapter_places(model)
     if not (isinstance(bottleneck_size, int) and bottleneck_size > 0):
         raise ValueError(f"bottleneck_size must be a positive int, got {bottleneck_size!r}")
 
     model.requires_grad_(False)
-    for layer in model.base_model.encoder.layer:
-        for sub in (layer.attention.output, layer.output):
-            w = sub.dense.weight  # its device/dtype: adapters follow the model (also onto "meta")
-            adapter = BottleneckAdapter(w.shape[0], bottleneck_size, activation).to(w.device, w.dtype)
-            sub.dropout = WithAdapter(sub.dropout, adapter)  # adapter params are trainable (fresh)
+    for sub, dropout_name, projection in places:
+        w = projection.weight  # its device/dtype: adapters follow the model (also onto "meta")
+        adapter = BottleneckAdapter(w.shape[0], bottleneck_size, activation).to(w.device, w.dtype)
+        # adapter params are trainable (fresh)
+        setattr(sub, dropout_name, WithAdapter(getattr(sub, dropout_name), adapter))
     trained = [m for m in model.modules() if train_layer_norm and isinstance(m, nn.LayerNorm)]
     trained += [getattr(model, n) for n in HEAD_NAMES if isinstance(getattr(model, n, None), nn.Module)]
     for m in trained:

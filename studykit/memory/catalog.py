@@ -99,9 +99,10 @@ ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "e
                  "deberta", "deberta-v2", "mpnet", "modernbert")
 # Architectures whose layer the closed-form count (formula.py) knows; the traced count covers all.
 FORMULA_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "llama", "qwen2", "mistral", "stablelm")
-# peft's default LoRA targets (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING): query and value.
+# peft's default LoRA targets (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING): query and value; MPNet's
+# are named q and v (studykit.methods.LORA_TARGET_NAMES).
 LORA_DEFAULT_TARGETS = {"bert": ("query", "value"), "roberta": ("query", "value"), "distilbert": ("q_lin", "v_lin"),
-                        "xlm-roberta": ("query", "value"), "camembert": ("query", "value")}
+                        "xlm-roberta": ("query", "value"), "camembert": ("query", "value"), "mpnet": ("q", "v")}
 LORA_DEFAULT_TARGETS_DECODER = ("q_proj", "v_proj")
 # The role each Linear plays in a layer, by the end of its module name (BERT-style, then Llama-style).
 LINEAR_ROLES = (("attention.self.query", "q"), ("attention.self.key", "k"), ("attention.self.value", "v"),

@@ -107,12 +107,12 @@ def _meta_stats(config_json, peft, lora_rank, lora_targets, bottleneck_size):
             adapters.add_adapters(model, bottleneck_size=bottleneck_size)
             trainable = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
             note = f"Houlsby adapters m={bottleneck_size} (studykit.adapters.add_adapters)"
-        else:  # same placement and size, counted by formula: add_adapters knows BERT/RoBERTa layers only
+        else:  # same placement and size, counted by formula: add_adapters is checked on SUPPORTED_MODEL_TYPES only
             d, m = config.hidden_size, bottleneck_size
             trainable = [(m, d), (m,), (d, m), (d,)] * (2 * arch.layers)
             trainable += [tuple(mod.weight.shape) for mod in model.modules()
                           if "Norm" in type(mod).__name__ and getattr(mod, "weight", None) is not None]
-            note = f"Houlsby adapters m={bottleneck_size} (2·L·(2md+m+d), counted; add_adapters is BERT/RoBERTa-only)"
+            note = f"Houlsby adapters m={bottleneck_size} (2·L·(2md+m+d), counted; add_adapters: BERT-like encoders)"
     else:
         raise ValueError(f"unknown peft {peft!r}: use None, 'lora' or 'adapter' (or peft_fraction=...)")
     if peft == "adapter":

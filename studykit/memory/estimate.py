@@ -42,7 +42,7 @@ def bytes_per_parameter(precision="mixed", optimizer="adamw"):
 
 
 def _adapters_by_formula(model, peft):
-    """Our adapters exist for BERT-style layers only; on other layers the closed form counts them."""
+    """Our adapters are checked on BERT-like layers (SUPPORTED_MODEL_TYPES); on others the closed form counts them."""
     from studykit.adapters import SUPPORTED_MODEL_TYPES
     from .catalog import get_config
     from .counting import formula_covers
@@ -80,7 +80,7 @@ def estimate_memory(model, preset=None, **assumptions):
                      the architecture, by `activations_from`:
       activations_from  "trace" (default): the real model run on fake tensors (`traced_activations`),
                      exact for any architecture; "formula": the closed-form count (`activation_terms`),
-                     also used for adapters on non-BERT layers (add_adapters knows BERT-style only);
+                     also used for adapters outside SUPPORTED_MODEL_TYPES (BERT-like encoders);
       attn_implementation  "eager" or "sdpa" for the traced count; None: "sdpa" if
                      memory_efficient_attention else "eager".
     Under precision="autocast" the traced activations include the 16-bit weight copies kept for backward.

@@ -10,7 +10,7 @@ from ..data import DataError
 from ..methods import HoulsbyAdapters, LoRA, method_for
 from ..modeling import ModelUnavailable
 from ..runs import dataset_label
-from .catalog import GB, GPUS, MODEL_CONFIGS, VALIDATION_CONFIGS, get_config
+from .catalog import GB, GPUS, MODEL_CONFIGS, VALIDATION_CONFIGS, get_config, model_class
 from .estimate import estimate_memory
 from .trace import traced_activations
 from .widgets import gpu_label
@@ -25,9 +25,9 @@ def method_of(config):
     """(label, estimate_memory's PEFT keywords) of a RunConfig: full fine-tuning, adapters or LoRA."""
     method = method_for(config)  # the run's own method object: one decision, as in training and results
     if isinstance(method, LoRA):
-        targets = tuple(method.target_modules)
+        targets = tuple(method.target_modules)  # the label names the roles; the count matches each family's names
         return (f"LoRA r={method.rank} on {', '.join(targets)}",
-                dict(peft="lora", lora_rank=method.rank, lora_targets=targets))
+                dict(peft="lora", lora_rank=method.rank, lora_targets=method.target_names))
     if isinstance(method, HoulsbyAdapters):
         return f"adapters m={method.bottleneck_size}", dict(peft="adapter", bottleneck_size=method.bottleneck_size)
     return "full fine-tuning", dict(peft=None)
@@ -103,6 +103,13 @@ def largest_batch_that_fits(capacity_bytes, fixed_bytes, act_at_1, act_per_examp
     return best
 
 
+def _attention_of(model_config) -> str:
+    """The attention our trainer runs for this model, transformers' default: sdpa where the model has it, else
+    eager (MPNet's own attention code)."""
+    concrete = model_class(model_config)._model_mapping.get(type(model_config), None)  # the Auto class's pick
+    return "eager" if concrete is not None and not getattr(concrete, "_supports_sdpa", True) else "sdpa"
+
+
 def _seconds_per_step(model_config, method_kw, batch, seq_len, steps):
     """Mean wall time of a training micro-step on this machine (after one warm-up step)."""
     import torch
@@ -110,8 +117,8 @@ def _seconds_per_step(model_config, method_kw, batch, seq_len, steps):
     from .trace import apply_method, build_model, training_inputs
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype_amp = torch.bfloat16 if device == "cuda" else None
-    net = apply_method(build_model(model_config, device, torch.float32, "sdpa", init=False), model_config,
-                       **{k: v for k, v in method_kw.items() if v is not None}).to(device)
+    net = build_model(model_config, device, torch.float32, _attention_of(model_config), init=False)
+    net = apply_method(net, model_config, **{k: v for k, v in method_kw.items() if v is not None}).to(device)
     opt = _make_optimizer("adamw", [p for p in net.parameters() if p.requires_grad])
     inputs = training_inputs(model_config, batch, seq_len, device)
     times = []
@@ -166,10 +173,11 @@ def plan_study(configs, gpus=None, device="cuda", precision=None, measure_time=F
         if cfg.dropout is not None:
             fields.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
         config = config.__class__.from_dict(fields)
-        common = dict(precision=scheme, seq_len=seq, device=device, attn_implementation="sdpa", **method_kw)
+        attention = _attention_of(config)
+        common = dict(precision=scheme, seq_len=seq, device=device, attn_implementation=attention, **method_kw)
         est = estimate_memory(config, batch_size=per_device, **common)
         one = estimate_memory(config, batch_size=1, overhead=False, **common)
-        per_example = traced_activations(config, 2, seq, scheme, "sdpa", device, **method_kw)["activations"] \
+        per_example = traced_activations(config, 2, seq, scheme, attention, device, **method_kw)["activations"] \
             - one["activations"]
         fixed = one["total"] - one["activations"]
         row.update({"longest tokens": longest, "mean tokens": round(mean, 1), "lengths from": source,
