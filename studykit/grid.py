@@ -17,6 +17,7 @@ import torch
 from accelerate import PartialState, notebook_launcher
 from accelerate.utils import broadcast_object_list
 
+from .config import NotRunnableHere
 from .memory import cells_that_do_not_fit
 from .runs import ENVIRONMENT_ERRNOS, RunFolder, check_writable, clean_stale_temporaries, grid_row
 from .training import DataChanged, progress_bar, train_run
@@ -28,12 +29,13 @@ WAIT_POLL_S = 2.0  # how often a grid looks at runs that another process is trai
 
 def failure_record(err: BaseException) -> dict:
     """What failed.json records: the error, a short traceback, and `kind`: "environment" (a full disk, a
-    read-only or failing file system, data edited during the run; retried by the next grid) or "run"."""
+    read-only or failing file system, data edited during the run, a precision this machine cannot run; retried
+    by the next grid) or "run"."""
     reason = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=5),
               "kind": "run"}
     if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
         reason.update(kind="environment", errno=err.errno)
-    elif isinstance(err, DataChanged):
+    elif isinstance(err, (DataChanged, NotRunnableHere)):  # another machine, or unchanged data, may run it
         reason["kind"] = "environment"
     if isinstance(err, torch.OutOfMemoryError):
         reason["error"] += (" -- set a smaller per_device_batch_size (gradient accumulation keeps "

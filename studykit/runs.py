@@ -81,8 +81,13 @@ def write_json_atomic(path: Path, obj, lines: bool = False) -> None:
 
 
 def check_writable(results_dir) -> None:
-    """Raise a PermissionError naming the folder and the fix if nothing can be written under it."""
+    """Raise a PermissionError naming the folder and the fix if nothing can be written under it (also where
+    it, or a folder above it, is a file: named, rather than mkdir's bare "File exists")."""
     results_dir = Path(results_dir)
+    blocking = next((p for p in [results_dir, *results_dir.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise PermissionError(f"results dir {results_dir} is not writable ({blocking} is a file, not a folder); "
+                              "choose another with results_dir=... or RESULTS_DIR, or move the file away")
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
         probe = results_dir / f".write-test-{os.getpid()}"
