@@ -39,3 +39,9 @@ def test_the_explorer_shows_why_it_cannot_estimate():
     explorer = utils.memory_explorer(model="roberta-base", live=False, activations_from="formula")
     explorer.controls["seq_len"].value = 8192
     assert "Cannot estimate:" in explorer.summary.value and "seq_len 8192 is longer than" in explorer.summary.value
+
+
+def test_a_study_plan_notes_a_cell_longer_than_its_models_positions_instead_of_failing(fixture_data):
+    config = utils.RunConfig("roberta-base", "restaurant_sup", max_length=2048, data_dir=fixture_data)
+    plan = utils.plan_study([config], gpus={"80 GB": 80e9}, device="cuda")
+    assert "longer than this roberta model has positions for (512)" in plan["note"][0]

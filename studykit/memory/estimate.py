@@ -97,10 +97,11 @@ def _check_inputs(model, o, seq_len_beyond_positions: bool) -> None:
                          f"got {o['overhead']!r}")
     if isinstance(model, (int, float)) or seq_len_beyond_positions:
         return
-    limit = usable_positions(get_config(model))
+    config = get_config(model)
+    limit = usable_positions(config)
     if limit is not None and o["seq_len"] > limit:
-        raise ValueError(f"seq_len {o['seq_len']} is longer than {getattr(model, 'name_or_path', None) or model!r} "
-                         f"has positions for ({limit}); choose seq_len <= {limit}, or pass "
+        name = repr(model) if isinstance(model, str) else f"this {config.model_type} model"
+        raise ValueError(f"seq_len {o['seq_len']} is longer than {name} has positions for ({limit}); choose seq_len <= {limit}, or pass "
                          "seq_len_beyond_positions=True to estimate it anyway (e.g. for extended positions)")
 
 
