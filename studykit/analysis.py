@@ -12,7 +12,7 @@ from scipy import stats
 from sklearn.metrics import confusion_matrix, f1_score
 
 from .data import get_dataset
-from .results import paired_comparison
+from .results import DuplicateSeedWarning, _paired_table, one_config_per_group, paired_comparison
 
 __all__ = ["select_runs", "duplicate_seeds", "DuplicateSeedWarning", "test_labels", "per_class_scores",
            "per_class_table", "confusion_matrices", "never_predicted", "class_balance", "majority_level",
@@ -30,10 +30,6 @@ def metric_name(metric: str) -> str:
 
 
 # --- which runs -----------------------------------------------------------------------------------------------
-
-class DuplicateSeedWarning(UserWarning):
-    """Two finished runs claim the same configuration and seed."""
-
 
 def duplicate_seeds(results: pd.DataFrame) -> pd.DataFrame:
     """The rows that share a (config hash, seed) with another row: never two seeds to average."""
@@ -76,7 +72,7 @@ def selection_table(results: pd.DataFrame) -> pd.DataFrame:
     the dev macro-F1 selected, and the training time that took (mean over seeds). Empty without such runs."""
     if "selected_epoch" not in results or results["selected_epoch"].isna().all():
         return pd.DataFrame()
-    runs = results.dropna(subset=["selected_epoch"])
+    runs = one_config_per_group(results.dropna(subset=["selected_epoch"]), what="selection_table")
     # From the epochs trained, not the summary's flag: runs of the first dev-selected grid set that flag when
     # the patience ran out at the very last evaluation too.
     runs = runs.assign(stopped_before_budget=runs["epochs_trained"] < runs["epochs"] - 1e-9)
@@ -127,7 +123,9 @@ def _runs_with_predictions(results, data_dir):
 
 
 def per_class_scores(results: pd.DataFrame, data_dir=None) -> pd.DataFrame:
-    """One row per (run, class): the class's F1, its test support and how often the run predicted it."""
+    """One row per (run, class): the class's F1, its test support and how often the run predicted it (each
+    method one configuration, each seed once: `one_config_per_group`)."""
+    results = one_config_per_group(results, what="per_class_scores")
     rows = []
     for run, gold, pred, names in _runs_with_predictions(results, data_dir):
         classes = list(range(len(names)))
@@ -155,6 +153,7 @@ def per_class_table(scores: pd.DataFrame) -> pd.DataFrame:
 def confusion_matrices(results: pd.DataFrame, data_dir=None) -> dict:
     """{(dataset, method): confusion matrix (rows gold, columns predicted) as a DataFrame of counts, mean
     over seeds}, with `attrs["seeds"]` the number of runs averaged."""
+    results = one_config_per_group(results, what="confusion_matrices")
     sums, counts = {}, {}
     names_of = {}
     for run, gold, pred, names in _runs_with_predictions(results, data_dir):
@@ -227,9 +226,9 @@ def paired_statistics(results: pd.DataFrame, method_a: str, method_b: str, metri
     """`paired_comparison` (b - a paired by seed: mean, 95 % t-interval, seeds b won) plus scipy's exact
     Wilcoxon signed-rank p-value, its floor for this many pairs, and a 95 % bootstrap interval of the mean
     difference (`scipy.stats.bootstrap`, percentile; coarse with few seeds)."""
-    out = paired_comparison(results, method_a, method_b, metric, dataset)
-    frame = results if dataset is None else results[results["dataset"] == dataset]
-    wide = frame.pivot_table(index="seed", columns="method", values=metric)[[method_a, method_b]].dropna()
+    runs, wide = _paired_table(results, method_a, method_b, metric, dataset, "warn", "paired_statistics")
+    out = paired_comparison(runs, method_a, method_b, metric)  # runs checked and deduplicated: no second warning
+    wide = wide[[method_a, method_b]].dropna()
     diff = (wide[method_b] - wide[method_a]).to_numpy()
     n = len(diff)
     out.update(wilcoxon_p=np.nan, wilcoxon_min_p=min_wilcoxon_p(n), bootstrap_ci95=(np.nan, np.nan),
@@ -271,6 +270,7 @@ def compare_methods(results: pd.DataFrame, metric: str = "f1_macro") -> pd.DataF
     """Each method against full fine-tuning of the same model on the same dataset (paired by seed), one row
     per (dataset, method): the means, the difference with its 95 % t- and bootstrap intervals (low, high), seeds won
     and lost, and the Wilcoxon p-value. Methods are told apart by the runs' config columns."""
+    results = one_config_per_group(results, what="compare_methods")
     rows = []
     for (dataset, model), part in results.groupby(["dataset", "model_name"]):
         full = sorted(part.loc[part["training_method"] == "full", "method"].unique())
@@ -329,6 +329,9 @@ def curve_facts(metrics: pd.DataFrame, levels: dict, margin: float = 0.01) -> pd
     (`last-epoch gain`: the mean over the last epoch's evaluations minus the mean over the epoch before)."""
     rows = []
     test = metrics[(metrics["split"] == "test")].dropna(subset=["f1_macro"])
+    if "run_dir" in test:  # the curves of one configuration per method, each seed once
+        runs = one_config_per_group(test.drop_duplicates("run_dir"), what="curve_facts")
+        test = test[test["run_dir"].isin(runs["run_dir"])]
     for (dataset, method, seed), run in test.groupby(["dataset", "method", "seed"]):
         run = run.sort_values("step")
         f1, epoch = run["f1_macro"].to_numpy(), run["epoch"].to_numpy()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +25,18 @@ from .data import DATASET_NAMES, DataError, data_fingerprint
 from .hardware import PRECISIONS, resolve_dropout_kernel, resolve_precision
 from .runs import RunFolder
 
-__all__ = ["RunConfig", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
+__all__ = ["RunConfig", "NotRunnableHere", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
 
 DROPOUT_KERNELS = ("auto", "torch", "int16")
 METHODS = ("full", "adapter", "lora")
 MIN_MAX_LENGTH = 8  # [CLS] text [SEP] text [SEP] needs a few tokens; fewer is certainly a typo
+MAX_SEED = 2 ** 32  # numpy's seeds (set_seed seeds numpy, random and torch) are below this
 _TASK_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class NotRunnableHere(ValueError):
+    """This machine cannot run the config as asked (e.g. fp16 without a GPU); another machine may: a grid
+    records it as a failure of the environment, retried by the next grid."""
 
 
 def _field(default, help: str, hash: str = "always", legacy=None):
@@ -48,7 +56,7 @@ class RunConfig:
     learning_rate: float = _field(1e-5, "peak learning rate of AdamW")
     warmup_ratio: float = _field(0.1, "linear warm-up over this fraction of the steps, then linear decay")
     weight_decay: float = _field(0.01, "AdamW weight decay; never applied to biases and LayerNorm weights")
-    max_grad_norm: float = _field(1.0, "gradient clipping norm")
+    max_grad_norm: float | None = _field(1.0, "gradient clipping norm; None: no clipping")
     max_length: int = _field(128, "tokens per example; longer inputs are truncated")
     evals_per_epoch: int = _field(4, "test-set evaluations per epoch (eval curves), plus one at the end")
     log_every: int = _field(5, "optimizer steps between train-loss points (one host sync each)")
@@ -97,44 +105,87 @@ class RunConfig:
             self.method = None  # the implied method: spelled out or not, one configuration and one hash
 
     def _problems(self):
+        """What is wrong with the settings, one message per field: the field, the value and what is valid.
+        Every check is guarded by its type check, so a value of the wrong type is named, never a TypeError."""
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_number(v):  # a real, finite number: NaN and inf never make a run, only a late failure
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        def is_path(v):
+            return isinstance(v, (str, os.PathLike)) and str(v).strip() != ""
+
+        def got(name):
+            return f"got {getattr(self, name)!r}"
         checks = [
-            (is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
-            (not is_int(self.seed) or self.seed >= 0,
-             f"seed must be >= 0 (it names the folder seed<int>), got {self.seed!r}"),
-            (is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be an int >= 1"),
-            (0 < self.learning_rate < 1, "learning_rate must be in (0, 1), e.g. 2e-5 (full) or 1e-4 (adapters)"),
-            (is_int(self.epochs) and self.epochs >= 1, "epochs must be an int >= 1"),
-            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (isinstance(self.model_name, (str, os.PathLike)) and str(self.model_name).strip() != "",
+             f"model_name must be a hub id, a local folder or an alias, {got('model_name')}"),
+            (is_int(self.seed), f"seed must be an int, {got('seed')}"),
+            (not is_int(self.seed) or 0 <= self.seed < MAX_SEED,
+             f"seed must be >= 0 (it names the folder seed<int>) and < 2**32 (numpy's seed range), {got('seed')}"),
+            (is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an int >= 1, {got('batch_size')}"),
+            (is_number(self.learning_rate) and 0 < self.learning_rate < 1,
+             f"learning_rate must be a number in (0, 1), e.g. 2e-5 (full) or 1e-4 (adapters), {got('learning_rate')}"),
+            (is_int(self.epochs) and self.epochs >= 1, f"epochs must be an int >= 1, {got('epochs')}"),
+            (is_number(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
+             f"warmup_ratio must be a number in [0, 1), {got('warmup_ratio')}"),
+            (is_number(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be a number >= 0 (0: none), {got('weight_decay')}"),
+            (self.max_grad_norm is None or (is_number(self.max_grad_norm) and self.max_grad_norm > 0),
+             f"max_grad_norm must be a number > 0 or None (no clipping), {got('max_grad_norm')}"),
             (is_int(self.max_length) and self.max_length >= MIN_MAX_LENGTH,
-             f"max_length must be an int >= {MIN_MAX_LENGTH}, got {self.max_length!r}"),
+             f"max_length must be an int >= {MIN_MAX_LENGTH}, {got('max_length')}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.dropout_kernel in DROPOUT_KERNELS,
-             f"dropout_kernel must be one of {DROPOUT_KERNELS}, got {self.dropout_kernel!r}"),
+             f"dropout_kernel must be one of {DROPOUT_KERNELS}, {got('dropout_kernel')}"),
             (self.adapter_size is None or (is_int(self.adapter_size) and self.adapter_size >= 1),
-             "adapter_size must be None or an int >= 1"),
+             f"adapter_size must be None or an int >= 1, {got('adapter_size')}"),
             (self.method is None or self.method in METHODS, f"method must be None or one of {METHODS}"),
             (self.method not in ("full", "lora") or self.adapter_size is None,
              f"adapter_size is set but method is {self.method!r}; drop one of them"),
             (self.method != "adapter" or self.adapter_size is not None, "method='adapter' needs adapter_size"),
             (is_int(self.lora_rank) and self.lora_rank >= 1 and is_int(self.lora_alpha) and self.lora_alpha >= 1,
-             "lora_rank and lora_alpha must be ints >= 1"),
-            (self.max_steps is None or self.max_steps >= 1, "max_steps must be None or >= 1"),
+             f"lora_rank and lora_alpha must be ints >= 1, got {self.lora_rank!r} and {self.lora_alpha!r}"),
+            (self.dropout is None or (is_number(self.dropout) and 0 <= self.dropout < 1),
+             f"dropout must be None (the model's own) or a number in [0, 1), {got('dropout')}"),
+            (self.max_steps is None or (is_int(self.max_steps) and self.max_steps >= 1),
+             f"max_steps must be None or an int >= 1, {got('max_steps')}"),
             (self.early_stopping_patience is None or (is_int(self.early_stopping_patience)
                                                       and self.early_stopping_patience >= 1),
-             f"early_stopping_patience must be None or an int >= 1, got {self.early_stopping_patience!r}"),
-            (self.eval_batch_size is None or self.eval_batch_size >= 1, "eval_batch_size must be None or >= 1"),
+             f"early_stopping_patience must be None or an int >= 1, {got('early_stopping_patience')}"),
+            (self.eval_batch_size is None or (is_int(self.eval_batch_size) and self.eval_batch_size >= 1),
+             f"eval_batch_size must be None or an int >= 1, {got('eval_batch_size')}"),
             # Whether it divides batch_size x processes is checked when the run starts (the process count
             # is known there), and recorded as that run's failure, so a grid goes on.
             (self.per_device_batch_size is None or (is_int(self.per_device_batch_size)
                                                     and self.per_device_batch_size >= 1),
-             f"per_device_batch_size must be None or an int >= 1, got {self.per_device_batch_size!r}"),
-            (self.evals_per_epoch >= 1 and self.log_every >= 1, "evals_per_epoch and log_every must be >= 1"),
+             f"per_device_batch_size must be None or an int >= 1, {got('per_device_batch_size')}"),
+            (is_int(self.evals_per_epoch) and self.evals_per_epoch >= 1,
+             f"evals_per_epoch must be an int >= 1, {got('evals_per_epoch')}"),
+            (is_int(self.log_every) and self.log_every >= 1, f"log_every must be an int >= 1, {got('log_every')}"),
+            (self.num_threads is None or (is_int(self.num_threads) and self.num_threads >= 1),
+             f"num_threads must be None (torch's default) or an int >= 1, {got('num_threads')}"),
+            *[(isinstance(getattr(self, name), bool), f"{name} must be True or False, {got(name)}")
+              for name in ("group_by_length", "adapter_train_layer_norm", "save_adapter", "compile")],
+            (self.data_dir is None or is_path(self.data_dir),
+             f"data_dir must be None ($DATA_DIR, else ./data) or a folder, {got('data_dir')}"),
+            (is_path(self.results_dir), f"results_dir must be a folder, {got('results_dir')}"),
             (isinstance(self.task, str) and _TASK_NAME.fullmatch(self.task) is not None,
-             f"task must be a plain name of letters, digits, '_' or '-' (it names a folder), got {self.task!r}"),
+             f"task must be a plain name of letters, digits, '_' or '-' (it names a folder), {got('task')}"),
         ]
         return [message for ok, message in checks if not ok]
+
+    def check_device(self) -> None:
+        """Raise NotRunnableHere if this machine cannot run the config's precision as asked: Accelerate would
+        quietly train in another one (fp16 on a CPU runs fp32) while the summary recorded the one asked for.
+        Called at a run's start, before any file is written: a config may be made on another machine."""
+        import torch
+
+        if self.precision == "fp16" and not torch.cuda.is_available():
+            raise NotRunnableHere(f"precision='fp16' cannot run on this machine (no GPU: Accelerate would train in fp32 "
+                             "and the summary would say fp16); use precision='auto', 'bf16' (autocast on CPU) or "
+                             "'fp32' here, or run this config on a GPU")
 
     @property
     def method_name(self) -> str:

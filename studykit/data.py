@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,12 +197,20 @@ def _read_text(path: Path) -> str:
 
 
 def _text(value, path, where, field) -> str:
-    """A non-empty string field, or an error naming where it is (never the text "None")."""
-    if not isinstance(value, str) or not value.strip():
-        got = ("empty" if isinstance(value, str) else "null" if value is None
-               else f"{json.dumps(value)[:60]} (a {type(value).__name__})")
+    """A non-empty string field, or an error naming where it is (never the text "None"). Empty: nothing but
+    whitespace and invisible characters (a no-break or zero-width space, a byte-order mark)."""
+    if not isinstance(value, str) or not _visible(value):
+        got = (("empty" if not value.strip() else f"empty (only invisible characters: {json.dumps(value)})")
+               if isinstance(value, str)
+               else "null" if value is None else f"{json.dumps(value)[:60]} (a {type(value).__name__})")
         raise DataError(f"{path}:{where}: {field!r} is {got}; expected a non-empty string")
     return value
+
+
+def _visible(text: str) -> bool:
+    """Whether `text` has a character that is neither whitespace nor an invisible format character (Cf:
+    zero-width space, joiners, byte-order mark)."""
+    return any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in text)
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")

@@ -17,6 +17,7 @@ import torch
 from accelerate import PartialState, notebook_launcher
 from accelerate.utils import broadcast_object_list
 
+from .config import NotRunnableHere
 from .data import DataError, check_data_files
 from .hardware import emulates_bf16
 from .memory import cells_that_do_not_fit
@@ -40,19 +41,20 @@ class NothingFinished(RuntimeError):
 
 
 # What a missing file or package raises: the environment's doing, not the run's; fixed, the run will work.
-_ENVIRONMENT_ERRORS = (DataError, ModelUnavailable, ImportError, FileNotFoundError, DataChanged)
+_ENVIRONMENT_ERRORS = (DataError, ModelUnavailable, ImportError, FileNotFoundError, DataChanged, NotRunnableHere)
 
 
 def check_settings(configs, models: bool = True) -> None:
-    """Raise one `SettingsError` listing every data file and (with `models`) every model the configs need that
-    is not to be had here; nothing is read beyond file names, nothing is written."""
+    """Raise one `SettingsError` listing every data file and (with `models`) every model and precision the
+    configs need that is not to be had here; nothing is read beyond file names, nothing is written."""
     problems = {}
     for config in configs:
         checks = [("data", (config.dataset if isinstance(config.dataset, str) else tuple(config.dataset),
                             config.data_dir, config.uses_dev), lambda c=config: check_data_files(
                                 c.dataset, c.data_dir, dev=c.uses_dev))]
-        if models:
+        if models:  # what only runs still to train need: their model, and a precision this machine runs
             checks.append(("model", config.model_name, lambda c=config: check_model_available(c.model_name)))
+            checks.append(("precision", config.precision, config.check_device))
         for kind, key, check in checks:
             if (kind, key) in problems:
                 continue
@@ -68,8 +70,9 @@ def check_settings(configs, models: bool = True) -> None:
 
 def failure_record(err: BaseException) -> dict:
     """What failed.json records: the error, a short traceback, and `kind`: "environment" (a full disk, a
-    read-only or failing file system, a missing file or package, data edited during the run: retried by the
-    next grid) or "run" (the run fails as set up, e.g. it diverged: skipped until retried on purpose)."""
+    read-only or failing file system, a missing file or package, a precision this machine cannot run, data
+    edited during the run: retried by the next grid) or "run" (the run fails as set up, e.g. it diverged:
+    skipped until retried on purpose)."""
     reason = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=5),
               "kind": "run"}
     if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:

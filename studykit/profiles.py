@@ -131,23 +131,39 @@ PROFILES = {
 def from_env(name: str, default, kind=None):
     """`default`, or the environment variable `name` parsed as the default's type (or `kind`).
 
-    Lists are comma-separated (`SEEDS=1,2,3`); "none" gives None. A value that does not parse is an
-    error naming the variable, so a typo in a headless run fails at once instead of being ignored.
+    Lists are comma-separated (`SEEDS=1,2,3`); "none" gives None; booleans are 1/true/yes or 0/false/no.
+    A value that does not parse, a blank value and an empty list item (`SEEDS=1,,2`) are errors naming the
+    variable, so a typo in a headless run fails at once instead of being ignored or read as the default.
     """
     raw = os.environ.get(name)
     if raw is None:
         return default
-    if raw.strip().lower() in ("none", ""):
-        return None
     kind = kind or (type(default) if default is not None else str)
+
+    def bad(why: str):
+        return ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}: {why}; "
+                          f"unset it for the default ({default!r}) or set it to 'none' for None")
+    if not raw.strip():
+        raise bad("it is blank")
+    if raw.strip().lower() == "none":
+        return None
+    if kind is list:
+        items = [v.strip() for v in raw.split(",")]
+        if "" in items:
+            raise bad(f"item {items.index('') + 1} of {len(items)} is empty (write e.g. 1,2,3)")
+        return [_scalar(v) for v in items]
+    if kind is bool:
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise bad(f"expected one of {sorted(_TRUE)} or {sorted(_FALSE)}")
+        return word in _TRUE
     try:
-        if kind is list:
-            return [_scalar(v.strip()) for v in raw.split(",") if v.strip()]
-        if kind is bool:
-            return raw.strip().lower() in ("1", "true", "yes")
         return kind(raw)
     except ValueError as err:
-        raise ValueError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}: {err}") from None
+        raise bad(str(err)) from None
+
+
+_TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
 
 
 def _scalar(text: str):

@@ -1,7 +1,9 @@
 """Results and plots: read run folders into pandas, summarize over seeds, compare methods, draw curves."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pandas as pd
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
+from .config import RunConfig
 from .data import get_dataset, test_overlap_mask
 from .hardware import hardware_label
 from .progress import format_duration
@@ -16,7 +19,7 @@ from .runs import dataset_label, run_folders
 
 __all__ = ["load_results", "load_metrics", "summarize", "format_summary", "paired_comparison",
            "run_label", "method_columns", "describe_ranking", "overlap_effect", "METRICS", "REPORT_CLAIMS", "describe_runs",
-           "check_claims"]
+           "check_claims", "one_config_per_group", "DuplicateSeedWarning"]
 
 # Micro-F1 is left out of the tables: for single-label classification it equals accuracy (it stays in the
 # run summaries and metrics logs).
@@ -89,8 +92,82 @@ def load_metrics(results_dir="results", task: str | None = None) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def summarize(results: pd.DataFrame, metrics=METRICS, by=("dataset", "method")) -> pd.DataFrame:
-    """Mean, std (ddof=1), n and the 95 % t-interval half-width over seeds, per group."""
+# --- aggregating runs: one configuration per group, one run per seed ------------------------------------------
+
+class DuplicateSeedWarning(UserWarning):
+    """Two finished runs claim the same configuration and seed."""
+
+
+# The settings that tell configurations apart where a table has no config_hash column (a hand-made table).
+_SETTINGS = [f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("hash") != "never"]
+
+
+def _config_keys(results: pd.DataFrame) -> pd.Series:
+    """Each row's configuration: its config hash, else the settings the table has, else the row's label."""
+    if "config_hash" in results:
+        return results["config_hash"].astype(str)
+    columns = [c for c in _SETTINGS if c in results] or [c for c in ("dataset", "method") if c in results]
+    return results[columns].apply(lambda row: json.dumps(list(row), default=str), axis=1) if columns \
+        else pd.Series("", index=results.index)
+
+
+def _differing_settings(runs: pd.DataFrame) -> str:
+    """The settings whose values differ between `runs`, as "name: a, b" (or the data, if no setting does)."""
+    parts = []
+    for column in _SETTINGS:
+        if column in runs:
+            values = sorted({json.dumps(v, default=str) for v in runs[column]})
+            if len(values) > 1:
+                parts.append(f"{column}: {', '.join(values)}")
+    return "; ".join(parts) or "the data files' content (data_source)"
+
+
+def one_config_per_group(results: pd.DataFrame, by=("dataset", "method"), on_duplicate: str = "warn",
+                         what: str = "this table") -> pd.DataFrame:
+    """`results` ready to aggregate over seeds within each `by` group: every group must hold one configuration
+    (one config hash; a table without that column: one set of settings), else a ValueError names the group,
+    the settings that differ and the fix. A configuration and seed found in more than one run is an error
+    (`on_duplicate="error"`) or a warning naming the folders, keeping the first folder in path order, exactly
+    as `studykit.analysis.select_runs` does. Every public function that aggregates runs calls this first."""
+    if results.empty:
+        return results
+    by = [c for c in by if c in results]
+    keys = _config_keys(results)
+    if by:
+        pooled = keys.groupby([results[c].astype(str) for c in by]).nunique()
+        pooled = pooled[pooled > 1]
+        if not pooled.empty:
+            group = pooled.index[0] if isinstance(pooled.index[0], tuple) else (pooled.index[0],)
+            mask = np.logical_and.reduce([results[c].astype(str) == v for c, v in zip(by, group)])
+            raise ValueError(
+                f"{what}: the group {dict(zip(by, group))} holds runs of {pooled.iloc[0]} configurations "
+                f"(config hashes {', '.join(sorted(keys[mask].unique()))}; settings that differ: "
+                f"{_differing_settings(results[mask])}), which would be averaged as one; select one configuration "
+                "with select_runs(results, configs), or add the setting that differs to the grouping (by=...)")
+    if "seed" not in results:
+        return results
+    # Positions, not index labels: a table concatenated without ignore_index repeats its labels.
+    runs = pd.DataFrame({"key": keys.to_numpy(), "seed": results["seed"].to_numpy(),
+                         "where": results["run_dir"].astype(str).to_numpy() if "run_dir" in results
+                         else [f"row {i}" for i in range(len(results))]})
+    runs = runs.sort_values("where", kind="stable")
+    repeated = runs.duplicated(["key", "seed"], keep=False)
+    if not repeated.any():
+        return results
+    message = "; ".join(f"config {k} seed {s} in {len(w)} runs: {', '.join(w)}" for (k, s), w in
+                        runs[repeated].groupby(["key", "seed"])["where"].apply(list).items())
+    if on_duplicate == "error":
+        raise ValueError(f"{what}: duplicate runs (never averaged): {message}; delete or move the copies")
+    warnings.warn(f"{what}: duplicate runs, keeping the first folder of each: {message}", DuplicateSeedWarning,
+                  stacklevel=3)
+    first = runs.index[~runs.duplicated(["key", "seed"], keep="first")]
+    return results.iloc[sorted(first)]
+
+
+def summarize(results: pd.DataFrame, metrics=METRICS, by=("dataset", "method"),
+              on_duplicate: str = "warn") -> pd.DataFrame:
+    """Mean, std (ddof=1), n and the 95 % t-interval half-width over seeds, per group. Each group must be one
+    configuration, and each seed counts once (`one_config_per_group`: an error, or a warning on duplicates)."""
     def describe(values: pd.Series) -> pd.Series:
         values = values.dropna()
         n = len(values)
@@ -98,6 +175,7 @@ def summarize(results: pd.DataFrame, metrics=METRICS, by=("dataset", "method")) 
         half = stats.t.ppf(0.975, n - 1) * std / np.sqrt(n) if n > 1 else np.nan
         return pd.Series({"mean": values.mean(), "std": std, "n": n, "ci95": half})
 
+    results = one_config_per_group(results, by, on_duplicate, what="summarize")
     parts = {m: results.groupby(list(by))[m].apply(describe).unstack() for m in metrics}
     return pd.concat(parts, axis=1)
 
@@ -118,13 +196,11 @@ def format_summary(summary: pd.DataFrame, digits: int = 3, ci_for=("accuracy", "
 
 
 def paired_comparison(results: pd.DataFrame, method_a: str, method_b: str, metric: str = "f1_macro",
-                      dataset: str | None = None) -> dict:
+                      dataset: str | None = None, on_duplicate: str = "warn") -> dict:
     """Effect of b over a (b - a) paired by seed: mean difference, its 95 % t-interval and the paired
-    t-test p-value. Only seeds both methods finished are used."""
-    frame = results if dataset is None else results[results["dataset"] == dataset]
-    wide = frame.pivot_table(index="seed", columns="method", values=metric)
-    if method_a not in wide or method_b not in wide:
-        raise KeyError(f"methods not found; have {sorted(wide.columns)}")
+    t-test p-value. Only seeds both methods finished are used. Each method must be one configuration (pass
+    `dataset` where the table holds several) and each seed counts once (`one_config_per_group`)."""
+    wide = _paired_table(results, method_a, method_b, metric, dataset, on_duplicate, "paired_comparison")[1]
     pairs = wide[[method_a, method_b]].dropna()
     diff = pairs[method_b] - pairs[method_a]
     n = len(diff)
@@ -141,9 +217,20 @@ def paired_comparison(results: pd.DataFrame, method_a: str, method_b: str, metri
             "b_wins": int((diff > 0).sum())}
 
 
+def _paired_table(results, method_a, method_b, metric, dataset, on_duplicate, what) -> tuple:
+    """The runs of methods a and b after `one_config_per_group`, and their `metric` with one row per seed and
+    one column per method."""
+    frame = results if dataset is None else results[results["dataset"] == dataset]
+    if method_a not in set(frame["method"]) or method_b not in set(frame["method"]):
+        raise KeyError(f"methods not found; have {sorted(frame['method'].unique())}")
+    frame = one_config_per_group(frame[frame["method"].isin([method_a, method_b])], ("method",), on_duplicate, what)
+    return frame, frame.pivot(index="seed", columns="method", values=metric)
+
+
 def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_better: bool = True) -> list[str]:
     """Per dataset: the best method by mean `metric`, and whether its lead over the runner-up is beyond
     seed noise (paired by seed). Sentences computed from the results, for the notebook's findings."""
+    results = one_config_per_group(results, what="describe_ranking")
     lines = []
     for dataset, part in results.groupby("dataset"):
         means = part.groupby("method")[metric].mean().sort_values(ascending=not higher_is_better)
@@ -162,11 +249,12 @@ def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_
 def overlap_effect(results: pd.DataFrame, dataset: str, data_dir=None) -> pd.DataFrame:
     """Per method, macro-F1 and accuracy on the whole test split and on the test examples whose text does
     not occur in the training split (read from each run's predictions.json), mean over seeds."""
+    runs = one_config_per_group(results[results["dataset"] == dataset], what="overlap_effect")
     test = get_dataset(dataset, "[SEP]", data_dir)["test"]
     labels, classes = np.array(test["label"]), list(range(test.features["label"].num_classes))
     unseen = ~np.array(test_overlap_mask(dataset, "[SEP]", data_dir))
     rows = []
-    for _, run in results[results["dataset"] == dataset].iterrows():
+    for _, run in runs.iterrows():
         path = Path(run["run_dir"]) / "predictions.json"
         if not path.is_file():
             continue
@@ -272,6 +360,7 @@ def check_claims(results: pd.DataFrame, claims=None) -> pd.DataFrame:
     noise), "cannot decide" (the paired 95 % interval includes 0, or too few seeds) and "not testable here"
     (the runs lack what the claim is about, e.g. roberta-base in a MiniLM-only profile).
     """
+    results = one_config_per_group(results, what="check_claims")
     checks = {"better": _check_better, "best_model": _check_best_model}
     rows = []
     for claim in claims or REPORT_CLAIMS:

@@ -8,7 +8,9 @@ A run writes `results_dir/<task>/<dataset>/<model>/<config hash>/seed<seed>/`:
                      data's source; written last, so its presence means "done",
 - `failed.json`      why a run failed (a grid goes on; `retry_failed=True` runs it again; a failure of the
                      environment, such as a full disk, is retried by the next grid without asking),
-- `.claim`           while a process trains the run: its pid, host and start time (concurrent grids skip it).
+- `.claim`           while a process trains the run: locked by that process (`flock`, released by the OS when
+                     the process ends, however it ends), and naming its pid, host and start time for people
+                     (concurrent grids skip a locked run; git ignores the file).
 Every file is written atomically (temporary file, then rename): readers never see half a file. A file that
 is unreadable anyway (a merge conflict, a truncated copy) is named in a warning and the run counts as not
 finished, so the next grid trains it again.
@@ -30,14 +32,20 @@ from pathlib import Path
 
 from .modeling import safe_name
 
+try:
+    import fcntl
+except ImportError:  # Windows: claims fall back to plain files
+    fcntl = None
+
 __all__ = ["RunFolder", "write_json_atomic", "check_writable", "run_folders", "grid_row", "dataset_label",
-           "clean_stale_temporaries", "ENVIRONMENT_ERRNOS", "CLAIM_TIMEOUT_S"]
+           "clean_stale_temporaries", "ENVIRONMENT_ERRNOS"]
 
 _SEED_FOLDER = re.compile(r"seed(\d+)")
 # Failures of the machine, not of the run: retried by the next grid without retry_failed.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-# A claim older than this is taken over even if its process may live (another host, a hung job).
-CLAIM_TIMEOUT_S = float(os.environ.get("STUDYKIT_CLAIM_TIMEOUT_S", 24 * 3600))
+# Only where the file system has no locks (claims are then plain files): a claim whose recorded time is
+# older than this is taken over even if its process may live (another host, a hung job).
+FALLBACK_CLAIM_TIMEOUT_S = float(os.environ.get("STUDYKIT_CLAIM_TIMEOUT_S", 24 * 3600))
 # Temporary files left by a dead process are removed at a grid's start once they are this old.
 STALE_TEMP_S = 3600
 _TEMP_NAME = re.compile(r"\.[^/]+\.(\d+)\.tmp|.+\.tmp(\d+)")  # .x.json.PID.tmp, <key>.tmpPID, <model>.tmpPID
@@ -73,8 +81,13 @@ def write_json_atomic(path: Path, obj, lines: bool = False) -> None:
 
 
 def check_writable(results_dir) -> None:
-    """Raise a PermissionError naming the folder and the fix if nothing can be written under it."""
+    """Raise a PermissionError naming the folder and the fix if nothing can be written under it (also where
+    it, or a folder above it, is a file: named, rather than mkdir's bare "File exists")."""
     results_dir = Path(results_dir)
+    blocking = next((p for p in [results_dir, *results_dir.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise PermissionError(f"results dir {results_dir} is not writable ({blocking} is a file, not a folder); "
+                              "choose another with results_dir=... or RESULTS_DIR, or move the file away")
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
         probe = results_dir / f".write-test-{os.getpid()}"
@@ -185,7 +198,14 @@ class RunFolder:
             warnings.warn(f"refusing run {self.path}: it was trained under config hash {stored}, but its folder "
                           f"says {self.config_hash}", stacklevel=2)
             return None
-        if _read_or_warn(self.config_path, dict) is None or _read_or_warn(self.predictions_path, list) is None:
+        config = _read_or_warn(self.config_path, dict)
+        if config is None or _read_or_warn(self.predictions_path, list) is None:
+            return None
+        if _SEED_FOLDER.fullmatch(self.path.name) and self.path.name != f"seed{config.get('seed')}":
+            # a copy under another seed's name (cp -r seed1 seed3) would report seed 1's metrics as seed 3's
+            warnings.warn(f"refusing run {self.path}: its config.json says seed {config.get('seed')!r}, but its "
+                          f"folder is {self.path.name}; the run counts as not finished and the next grid trains it "
+                          "again", stacklevel=2)
             return None
         if not self._metrics_readable():
             return None
@@ -241,10 +261,69 @@ class RunFolder:
 
     # -- claims: concurrent grids on one results folder train each run once
     def claim(self) -> bool:
-        """Claim the run for this process (atomically: one claimant wins). A claim whose process is gone
-        (same host) or older than CLAIM_TIMEOUT_S is taken over. False: another live process holds it."""
+        """Claim the run for this process; False: another live process holds it.
+
+        The claim is an OS lock (`flock`) on `.claim`, held as long as this process lives: a killed process
+        loses it at once, and a `.claim` copied, committed or merged from elsewhere holds nothing. A run this
+        process already holds (a claim left by an interrupted cell) is claimed again at once, never waited
+        on. Where the file system has no locks, the claim falls back to the file's presence (a warning says
+        so; see `_claim_file`)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+        key = _claim_key(self.claim_path)
+        if key in _HELD:
+            return True
+        device = os.stat(self.path).st_dev
+        if device in _NO_LOCKS_ON:
+            return self._claim_file()
+        try:
+            fd = _lock(self.claim_path)
+        except _NoLocks as err:
+            _NO_LOCKS_ON.add(device)
+            warnings.warn(f"the file system of {self.path} has no file locks ({err}); claims fall back to "
+                          ".claim files judged by their pid, host and recorded time, so a claim of a process "
+                          "on another host is waited on for up to FALLBACK_CLAIM_TIMEOUT_S "
+                          f"({FALLBACK_CLAIM_TIMEOUT_S:.0f} s): delete that .claim to take the run over",
+                          stacklevel=2)
+            return self._claim_file()
+        if fd is None:
+            return False
+        _HELD[key] = fd
+        with contextlib.suppress(OSError):  # who holds it, for people reading the folder; the lock is the claim
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _claim_text().encode(), 0)
+        return True
+
+    def release(self) -> None:
+        """Give up this process's claim (a claim of another process is left alone)."""
+        fd = _HELD.pop(_claim_key(self.claim_path), None)
+        if fd is None:
+            return
+        if fd == _FILE_CLAIM:
+            holder = self.claim_holder()
+            if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                self.claim_path.unlink(missing_ok=True)
+            return
+        try:
+            # Removed while still locked: a process that opened the old file meanwhile finds it is no longer
+            # the one at this path once it gets the lock, and tries the new one (`_lock`).
+            self.claim_path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+    def claim_holder(self) -> dict | None:
+        """What `.claim` records of its holder (pid, host, time), {} if unreadable, None if there is none.
+        For messages only: whether a run is claimed is the lock's to say."""
+        try:
+            holder = json.loads(self.claim_path.read_text() or "null")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written this instant, or garbage
+        return holder if isinstance(holder, dict) else {}
+
+    # -- the fallback where the file system has no locks: a claim is the file's presence
+    def _claim_file(self) -> bool:
+        """Create `.claim` exclusively (one claimant wins); a stale one is taken over (`_take_over_stale_claim`)."""
         for _ in range(5):
             try:
                 fd = os.open(self.claim_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -253,35 +332,26 @@ class RunFolder:
                     return False
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(mine)
+                f.write(_claim_text())
+            _HELD[_claim_key(self.claim_path)] = _FILE_CLAIM
             return True
         return False
 
-    def release(self) -> None:
-        """Give up this process's claim (a claim of another process is left alone)."""
-        holder = self.claim_holder()
-        if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-            self.claim_path.unlink(missing_ok=True)
-
-    def claim_holder(self) -> dict | None:
-        try:
-            holder = json.loads(self.claim_path.read_text() or "null")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}  # being written this instant, or garbage: judged by its age
-        return holder if isinstance(holder, dict) else {}
-
     def _take_over_stale_claim(self) -> bool:
-        """Move a stale claim aside; True if the caller should try to claim again."""
+        """Move a stale claim file aside; True if the caller should try to claim again. Stale: this process's
+        own (an interrupted cell), a dead process's on this host, a recorded time (never the file's mtime,
+        which a copy resets) older than FALLBACK_CLAIM_TIMEOUT_S, or unreadable for a minute."""
         try:
             text, age = self.claim_path.read_text(), time.time() - self.claim_path.stat().st_mtime
         except FileNotFoundError:
             return True  # released meanwhile
         holder = self.claim_holder() or {}
         same_host = holder.get("host") == socket.gethostname()
-        dead = same_host and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])
-        if not (dead or age > CLAIM_TIMEOUT_S or (not holder and age > 60)):
+        pid, recorded = holder.get("pid"), holder.get("time")
+        mine = same_host and pid == os.getpid()
+        dead = same_host and isinstance(pid, int) and not _pid_alive(pid)
+        old = isinstance(recorded, (int, float)) and time.time() - recorded > FALLBACK_CLAIM_TIMEOUT_S
+        if not (mine or dead or old or (not holder and age > 60)):
             return False
         aside = self.path / f".claim.stale.{os.getpid()}"
         try:
@@ -295,6 +365,63 @@ class RunFolder:
                 pass
         aside.unlink(missing_ok=True)
         return True
+
+
+# Claims this process holds: the claim file's path -> the descriptor that holds its lock (or _FILE_CLAIM).
+# Keyed by path, not by RunFolder, so any RunFolder of a run finds this process's claim.
+_HELD: dict[Path, int] = {}
+_FILE_CLAIM = -1
+_NO_LOCKS_ON: set[int] = set()  # file systems (st_dev) that refused a lock: said once, then plain files
+# errnos of a file system without locks (some network and FUSE mounts); any other error is raised
+_NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+class _NoLocks(OSError):
+    """The file system refuses file locks."""
+
+
+def _claim_key(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _claim_text() -> str:
+    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+
+
+def _lock(path: Path) -> int | None:
+    """A descriptor of `path` holding an exclusive lock on it, or None if another process holds the lock."""
+    if fcntl is None:
+        raise _NoLocks(errno.ENOSYS, "no fcntl module on this platform")
+    for _ in range(100):
+        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            try:
+                fd, created = os.open(path, flags), False
+            except FileNotFoundError:
+                continue  # released meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except OSError as err:
+            os.close(fd)
+            if err.errno in _NO_LOCK_ERRNOS:
+                if created:  # leave no empty claim behind for the fallback to trip over
+                    path.unlink(missing_ok=True)
+                raise _NoLocks(err.errno, err.strerror) from None
+            raise
+        try:
+            here = os.stat(path)
+            mine = os.fstat(fd)
+            if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder released and removed it between our open and our lock: try the new file
+    return None
 
 
 # Failures recorded before missing files and packages counted as the environment's: retried like them.
@@ -329,7 +456,8 @@ def grid_row(config, folder: RunFolder, retry_failed: bool = False) -> tuple[dic
 def run_folders(results_dir, task: str | None = None) -> list[RunFolder]:
     """The run folders under `results_dir` (one task, or all) that hold a readable config.json. Only folders
     named exactly `seed<int>` count, so copies such as `seed1.bak` are never read as runs; a run whose stored
-    config hash disagrees with its folder's name is refused with a warning naming the folder."""
+    config hash or seed disagrees with its folder's name is refused (`finished_summary`: a warning naming the
+    folder)."""
     root = Path(results_dir)
     pattern = f"{task}/*/*/*/seed*/config.json" if task else "*/*/*/*/seed*/config.json"
     folders = []

@@ -300,6 +300,9 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     if config.resolved_dropout_kernel == "int16":
         use_int16_dropout(model)  # after the method: adapters' and LoRA's dropout modules are swapped too
     encoded = tokenize_dataset(config, tokenizer, accelerator)
+    if config.batch_size > len(encoded["train"]):  # every step would silently use the whole split instead
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(encoded['train'])} training "
+                         f"examples of {config.dataset}; choose batch_size <= {len(encoded['train'])}")
     # Multiples of 8 feed a GPU's tensor cores under mixed precision; on CPU they are only extra tokens
     # (one whole bf16 restaurant run trained 6 % faster without them: README, Performance)
     pad_multiple = 8 if accelerator.mixed_precision != "no" and accelerator.device.type != "cpu" else None
@@ -385,7 +388,7 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
                 loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                              labels=batch["labels"]).loss
                 accelerator.backward(loss)
-                if accelerator.sync_gradients:
+                if accelerator.sync_gradients and config.max_grad_norm is not None:  # None: no clipping
                     accelerator.clip_grad_norm_(params, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -500,6 +503,7 @@ def train_run(config: RunConfig) -> dict:
     finished = folder.finished_summary()
     if finished is not None:
         return finished
+    config.check_device()  # a precision this machine cannot run: refused before any file is written
     source = dataset_source(config.dataset, config.data_dir, dev=config.uses_dev)  # each file's sha256, as the run starts
     if config.num_threads:
         torch.set_num_threads(config.num_threads)

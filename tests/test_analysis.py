@@ -304,3 +304,68 @@ def test_selection_table_reports_the_budget_used_and_the_epoch_chosen():
     earlier = pd.DataFrame(rows[:3]).assign(selected_epoch=4.0)
     assert "larger budget" not in utils.describe_selection(utils.selection_table(earlier))[0]
     assert utils.selection_table(pd.DataFrame(rows[-1:])).empty
+
+
+# --- tables that cannot pool: every function that aggregates runs ----------------------------------------------
+
+def _pooled(fixture_data, tmp_path):
+    """Six seed-1 runs under one label, each with other settings (as load_results reads a shared folder)."""
+    rows = []
+    for i, decay in enumerate([0.0, 0.01, 0.1, 0.2, 0.5, 1.0]):
+        config = _config(fixture_data, tmp_path, weight_decay=decay)
+        rows.append(_row(config, tmp_path / f"h{i}/seed1", f1_macro=0.4 + i / 50, weight_decay=decay,
+                         accuracy=0.5, eval_loss=1.0, model_name="tiny-bert", selected_epoch=1.0, epochs=4,
+                         epochs_trained=2.0, dev_f1_macro=0.5, train_time_s=1.0))
+    return pd.DataFrame(rows)
+
+
+AGGREGATORS = {
+    "summarize": lambda r: utils.summarize(r),
+    "describe_ranking": lambda r: utils.describe_ranking(r),
+    "check_claims": lambda r: utils.check_claims(r),
+    "compare_methods": lambda r: utils.compare_methods(r),
+    "selection_table": lambda r: utils.selection_table(r),
+    "per_class_scores": lambda r: utils.per_class_scores(r),
+    "confusion_matrices": lambda r: utils.confusion_matrices(r),
+    "overlap_effect": lambda r: utils.overlap_effect(r, "restaurant_sup"),
+    "paired_comparison": lambda r: utils.paired_comparison(r, "m", "other"),
+    "paired_statistics": lambda r: utils.paired_statistics(r, "m", "other"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AGGREGATORS))
+def test_a_table_that_pools_configurations_under_one_label_is_refused(fixture_data, tmp_path, name):
+    results = _pooled(fixture_data, tmp_path)
+    results = pd.concat([results, results.iloc[:1].assign(method="other", config_hash="other")], ignore_index=True)
+    with pytest.raises(ValueError, match=rf"{name}: the group .*'m'.* holds runs of 6 configurations .*settings "
+                                         r"that differ: weight_decay: 0.0, 0.01, 0.1, 0.2, 0.5, 1.0.*select_runs"):
+        AGGREGATORS[name](results)
+
+
+def test_curve_facts_refuse_pooled_curves(fixture_data, tmp_path):
+    runs = _pooled(fixture_data, tmp_path).iloc[:2]
+    metrics = pd.concat([_curve(1, [0.2, 0.5]).assign(run_dir=r["run_dir"], config_hash=r["config_hash"])
+                         for _, r in runs.iterrows()], ignore_index=True)
+    with pytest.raises(ValueError, match="curve_facts: .* 2 configurations"):
+        utils.curve_facts(metrics, {"d": 0.2})
+
+
+def test_summarize_by_the_setting_that_differs_keeps_configurations_apart(fixture_data, tmp_path):
+    table = utils.summarize(_pooled(fixture_data, tmp_path), by=("dataset", "method", "weight_decay"))
+    assert len(table) == 6 and set(table[("f1_macro", "n")]) == {1}
+
+
+def test_duplicate_seeds_warn_and_count_once_in_every_aggregate(fixture_data, tmp_path):
+    config, other = _config(fixture_data, tmp_path), _config(fixture_data, tmp_path, epochs=1)
+    results = pd.DataFrame([_row(config, tmp_path / "x/seed1", f1_macro=0.2), _row(config, tmp_path / "y/seed1", f1_macro=0.8),
+                            _row(other, tmp_path / "z/seed1", method="b", f1_macro=0.5)])
+    with pytest.warns(utils.DuplicateSeedWarning, match=r"summarize: duplicate runs.*x/seed1, .*y/seed1"):
+        table = utils.summarize(results, metrics=("f1_macro",))
+    assert table.loc[("restaurant_sup", "m"), ("f1_macro", "mean")] == 0.2  # the first folder, not the mean
+    assert table.loc[("restaurant_sup", "m"), ("f1_macro", "n")] == 1
+    with pytest.warns(utils.DuplicateSeedWarning, match="paired_comparison: duplicate runs"):
+        assert utils.paired_comparison(results, "m", "b")["mean_diff"] == pytest.approx(0.3)  # 0.5 - 0.2, not 0.5 - 0.5
+    for call in (lambda: utils.summarize(results, on_duplicate="error"),
+                 lambda: utils.paired_comparison(results, "m", "b", on_duplicate="error")):
+        with pytest.raises(ValueError, match="never averaged.*x/seed1"):
+            call()

@@ -116,7 +116,7 @@ def test_a_duplicate_restaurant_id_names_both_locations(data):
 
 @pytest.mark.parametrize("base, field, value", [
     ("restaurant", "sentence", None), ("restaurant", "term", None), ("restaurant", "sentence", "  "),
-    ("acl", "text", None), ("acl", "text", "")])
+    ("acl", "text", None), ("acl", "text", ""), ("acl", "text", "\u00a0\u200b"), ("restaurant", "term", "\ufeff ")])
 def test_a_null_or_empty_text_is_an_error_with_its_location(data, base, field, value):
     if base == "restaurant":
         path = data / "restaurant" / "train.json"

@@ -9,10 +9,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -128,6 +126,19 @@ def test_a_run_whose_stored_hash_disagrees_with_its_folder_is_refused_by_name(co
     assert sorted(table["seed"]) == [1, 2] and str(impostor) not in set(table["run_dir"])
 
 
+def test_a_seed_folder_copied_under_another_seeds_name_is_refused_and_retrained(copy_of, trained):
+    results, configs = copy_of
+    third = tiny(results, seed=3)
+    shutil.copytree(configs[0].run_dir, third.run_dir)  # cp -r .../seed1 .../seed3
+    with pytest.warns(UserWarning, match=re.escape(f"refusing run {third.run_dir}: its config.json says seed 1, "
+                                                   "but its folder is seed3")):
+        assert sorted(load_results(results)["seed"]) == [1, 2]
+    with pytest.warns(UserWarning, match="refusing run"):
+        frame = run_grid([third])
+    assert frame["status"][0] == "finished" and trained == [third.run_dir]
+    assert read_json(third.run_dir / "config.json")["seed"] == 3 and sorted(load_results(results)["seed"]) == [1, 2, 3]
+
+
 def test_only_folders_named_exactly_seed_int_count(copy_of):
     results, configs = copy_of
     for copy in ("seed1 (copy)", "seed1.bak", "seed01x"):
@@ -215,39 +226,7 @@ def test_two_grids_on_one_study_train_each_run_once_and_both_end_with_the_full_t
     assert not list(results.rglob(".claim"))
 
 
-def test_a_claim_of_a_dead_process_is_taken_over_and_a_live_one_is_respected(tmp_path):
-    folder = RunFolder.for_config(tiny(tmp_path))
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        folder.path.mkdir(parents=True)
-        folder.claim_path.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
-                                                 "time": time.time()}))
-        assert not folder.claim()  # a live process holds it
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert folder.claim()  # its process is gone: taken over
-    assert read_json(folder.claim_path)["pid"] == os.getpid()
-    folder.release()
-    assert not folder.claim_path.exists()
-
-
-def test_a_grid_waits_for_a_run_claimed_elsewhere_and_takes_it_over_if_that_process_dies(
-        tmp_path, trained, monkeypatch):
-    monkeypatch.setattr(grid_module, "WAIT_POLL_S", 0.2)
-    configs = [tiny(tmp_path, seed=s) for s in (1, 2)]
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    folder = RunFolder.for_config(configs[0])
-    folder.path.mkdir(parents=True)
-    folder.claim_path.write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "time": time.time()}))
-    threading.Timer(3.0, lambda: (sleeper.kill(), sleeper.wait())).start()  # the other process dies mid-run
-    try:
-        frame = run_grid(configs)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert trained == [configs[1].run_dir, configs[0].run_dir]  # its own run first, then the abandoned one
-    assert list(frame["status"]) == ["finished", "finished"]
+# Claims (a lock that dies with its process, copied claims, the grid's own claim, the race): tests/test_claims.py
 
 
 # ----------------------------------------------------------------------------- 7. disk full, read-only

@@ -4,12 +4,12 @@ from __future__ import annotations
 import math
 
 from .catalog import (ADAFACTOR_COUNT_ONLY_RATIO, ADAM8_BLOCK, ADAM8_MIN_SIZE, ALLOCATOR_FRACTION, COMPONENTS,
-                      CUDA_CONTEXT_BYTES, DEFAULT_ASSUMPTIONS, OPTIMIZERS, PRESETS)
+                      CUDA_CONTEXT_BYTES, DEFAULT_ASSUMPTIONS, OPTIMIZERS, PRESETS, get_config)
 from .counting import _stats
 from .formula import _activation_bytes, _precision, activation_terms
 from .trace import traced_activations
 
-__all__ = ["estimate_memory", "bytes_per_parameter"]
+__all__ = ["estimate_memory", "bytes_per_parameter", "usable_positions"]
 
 
 def _optimizer_state_bytes(optimizer, n, shapes, state_bytes):
@@ -58,7 +58,54 @@ def _assumptions(preset, given):
     return {**DEFAULT_ASSUMPTIONS, **PRESETS.get(preset or "standard", {}), **given}
 
 
-def estimate_memory(model, preset=None, **assumptions):
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+# RoBERTa-style embeddings start positions after the padding index: of max_position_embeddings (514), this many
+# (pad_token_id + 1 = 2) are never used, so 512 tokens fit.
+_POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")
+
+
+def usable_positions(config) -> int | None:
+    """The longest sequence `config`'s position embeddings cover, or None if it does not say."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not _positive_int(limit):
+        return None
+    if getattr(config, "model_type", None) in _POSITION_OFFSET_TYPES:
+        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return limit
+
+
+def _check_inputs(model, o, seq_len_beyond_positions: bool) -> None:
+    """Refuse inputs that would give a meaningless estimate, naming the input, its value and what is valid."""
+    if isinstance(model, (int, float)) and not isinstance(model, bool):
+        if not (math.isfinite(model) and model >= 1 and model == int(model)):
+            raise ValueError(f"a parameter count must be a whole number >= 1, got {model!r}")
+    for name in ("batch_size", "seq_len", "num_gpus", "lora_rank", "bottleneck_size"):
+        if not _positive_int(o[name]):
+            raise ValueError(f"{name} must be an int >= 1, got {o[name]!r}")
+    if not (o["activations"] is None or o["activations"] == "weights" or _non_negative(o["activations"])):
+        raise ValueError(f"activations must be None (from the architecture), 'weights' or bytes >= 0, "
+                         f"got {o['activations']!r}")
+    if not (isinstance(o["overhead"], bool) or _non_negative(o["overhead"])):
+        raise ValueError(f"overhead must be True (CUDA context + allocator slack), False or bytes >= 0, "
+                         f"got {o['overhead']!r}")
+    if isinstance(model, (int, float)) or seq_len_beyond_positions:
+        return
+    config = get_config(model)
+    limit = usable_positions(config)
+    if limit is not None and o["seq_len"] > limit:
+        name = repr(model) if isinstance(model, str) else f"this {config.model_type} model"
+        raise ValueError(f"seq_len {o['seq_len']} is longer than {name} has positions for ({limit}); choose seq_len <= {limit}, or pass "
+                         "seq_len_beyond_positions=True to estimate it anyway (e.g. for extended positions)")
+
+
+def estimate_memory(model, preset=None, seq_len_beyond_positions: bool = False, **assumptions):
     """Bytes per component (`COMPONENTS`) and `total`, per GPU, for one training step.
 
     model: a parameter count (then activations must be given, e.g. by preset="report"), a shipped
@@ -84,13 +131,16 @@ def estimate_memory(model, preset=None, **assumptions):
       attn_implementation  "eager" or "sdpa" for the traced count; None: "sdpa" if
                      memory_efficient_attention else "eager".
     Under precision="autocast" the traced activations include the 16-bit weight copies kept for backward.
+    Inputs are checked first: counts and sizes are ints >= 1, activations and overhead bytes >= 0, and
+    seq_len at most the model's positions unless `seq_len_beyond_positions=True`.
     """
     o = _assumptions(preset, assumptions)
+    _check_inputs(model, o, seq_len_beyond_positions)
     p = _precision(o["precision"])
     if o["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {o['optimizer']!r}; choose from {', '.join(OPTIMIZERS)}")
-    if o["zero_stage"] not in (0, 1, 2, 3) or int(o["num_gpus"]) < 1:
-        raise ValueError("zero_stage must be 0-3 and num_gpus >= 1")
+    if o["zero_stage"] not in (0, 1, 2, 3):
+        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {o['zero_stage']!r}")
     peft = o["peft"]
     if o["peft_fraction"] is not None:
         if peft is not None:

@@ -175,8 +175,12 @@ def plan_study(configs, gpus=None, device="cuda", precision=None, measure_time=F
         config = config.__class__.from_dict(fields)
         attention = _attention_of(config)
         common = dict(precision=scheme, seq_len=seq, device=device, attn_implementation=attention, **method_kw)
-        est = estimate_memory(config, batch_size=per_device, **common)
-        one = estimate_memory(config, batch_size=1, overhead=False, **common)
+        try:
+            est = estimate_memory(config, batch_size=per_device, **common)
+            one = estimate_memory(config, batch_size=1, overhead=False, **common)
+        except ValueError as e:  # e.g. a max_length beyond the model's positions: the run itself says so at start
+            rows.append(dict(row, seq_len=seq, note=str(e)))
+            continue
         per_example = traced_activations(config, 2, seq, scheme, attention, device, **method_kw)["activations"] \
             - one["activations"]
         fixed = one["total"] - one["activations"]
