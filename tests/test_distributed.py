@@ -126,7 +126,7 @@ sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import grid
 from studykit.training import launch_grid
 results, data, broken = sys.argv[3:6]
-launch_grid([grid.make_config(results, data, seed=3, model_name="no-such-org/no-such-model"),
+launch_grid([grid.make_config(results, data, seed=3, batch_size=15, per_device_batch_size=4),
              grid.make_config(results, broken, seed=4), *grid.make_grid(results, data, seeds=(1, 2))],
             num_processes=2)
 """
@@ -136,7 +136,7 @@ launch_grid([grid.make_config(results, data, seed=3, model_name="no-such-org/no-
 def test_launch_grid_two_processes_from_a_fresh_interpreter(tmp_path, odd_data, one_process):
     """The notebook path: notebook_launcher in an interpreter where no Accelerator exists yet, on a machine
     where another job holds Accelerate's default port 29500 (two notebooks on one node). The grid starts
-    with a bad model name and a bad data line: both processes must fail those runs together (no deadlock
+    with a batch the processes cannot split and a bad data line: both processes must fail those runs together (no deadlock
     at a barrier only one of them reached) and go on to train the others."""
     results, broken = tmp_path / "results", tmp_path / "broken"
     shutil.copytree(odd_data, broken)
@@ -151,12 +151,13 @@ def test_launch_grid_two_processes_from_a_fresh_interpreter(tmp_path, odd_data, 
         code, output = run_launcher([sys.executable, "-c", LAUNCH_GRID, str(ROOT), str(GRID_SCRIPT.parent),
                                      str(results), str(odd_data), str(broken)], ENV, tmp_path, timeout=220)
     assert code == 0, output[-4000:]
-    bad_model = grid.make_config(results, odd_data, seed=3, model_name="no-such-org/no-such-model")
+    bad_model = grid.make_config(results, odd_data, seed=3, batch_size=15, per_device_batch_size=4)
     bad_data = grid.make_config(results, broken, seed=4)
-    assert "cannot load model" in json.loads((bad_model.run_dir / "failed.json").read_text())["error"]
+    assert "not a multiple of per-device batch" in json.loads((bad_model.run_dir / "failed.json").read_text())["error"]
     assert f"DataError: {test_file}:" in json.loads((bad_data.run_dir / "failed.json").read_text())["error"]
     first, second = grid.make_grid(results, odd_data, seeds=(1, 2))
-    assert output.count("[task2] tiny-bert on") == 2  # one header per trained run: the main process only
+    # one data header per trained run: the main process only
+    assert len(re.findall(r"\[task2\] tiny-bert on restaurant_sup, seed \d+: \d+ train", output)) == 2
     for config in (first, second):
         summary = json.loads((config.run_dir / "summary.json").read_text())
         assert summary["num_processes"] == 2 and summary["eval_examples"] == TEST_SIZE

@@ -219,7 +219,7 @@ def test_two_grids_on_one_study_train_each_run_once_and_both_end_with_the_full_t
              for _ in range(2)]
     outputs = [p.communicate(timeout=280)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    trained = [int(s) for out in outputs for s in re.findall(r"tiny-bert on restaurant_sup, seed (\d+):", out)]
+    trained = [int(s) for out in outputs for s in re.findall(r"tiny-bert on restaurant_sup, seed (\d+): \d+ train", out)]
     assert sorted(trained) == [1, 2, 3, 4], outputs  # each run trained by exactly one of the two
     for out in outputs:
         assert "grid done; statuses 1:finished,2:finished,3:finished,4:finished" in out
@@ -258,7 +258,7 @@ def test_a_failure_that_cannot_be_recorded_does_not_stop_the_grid(tmp_path, monk
     def disk_full(folder, reason):
         raise OSError(errno.ENOSPC, "No space left on device", str(folder.failed_path))
     monkeypatch.setattr(RunFolder, "write_failed", disk_full)
-    bad, good = tiny(tmp_path, model_name="no-such-org/no-such-model"), tiny(tmp_path, seed=2)
+    bad, good = tiny(tmp_path, batch_size=15, per_device_batch_size=4), tiny(tmp_path, seed=2)  # bad fails at start
     frame = run_grid([bad, good])
     assert list(frame["status"]) == ["failed", "finished"]
     assert f"could not record the failure: [Errno 28] No space left on device: '{bad.run_dir / 'failed.json'}'" \

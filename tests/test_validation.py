@@ -63,10 +63,10 @@ def test_fp16_on_a_cpu_is_refused_at_the_runs_start_before_any_file_is_written(t
                                               r"precision='auto', 'bf16' \(autocast on CPU\) or 'fp32'"):
         utils.train_run(config)
     assert not config.run_dir.exists()
-    frame = run_grid([config])  # in a grid: a failure of the environment, retried where a GPU is
-    assert frame["status"][0] == "failed" and frame["kind"][0] == "environment"
-    assert "precision='fp16' cannot run" in frame["error"][0]
-    assert not (config.run_dir / "config.json").exists()
+    with pytest.raises(utils.SettingsError, match="precision: precision='fp16' cannot run"):
+        run_grid([config])  # in a grid: a settings error, before anything is written
+    assert not config.run_dir.exists()
+    assert utils.failure_record(NotRunnableHere("fp16"))["kind"] == "environment"  # from a worker: retried
 
 
 def test_a_batch_larger_than_the_training_data_is_named(tmp_path):
