@@ -1,31 +1,73 @@
-"""The shared helpers the notebooks call, one import: `import utils`.
+"""The helpers the notebooks call, one import: `import utils`. Each name is listed here with the module of
+`studykit` that defines it; a name defined twice fails at import (see `_check_unique` below), and
+tests/test_api.py checks that every name the notebooks, tests and benches use is listed.
 
-The code lives in the `studykit` package, one module per section:
-- data        `get_dataset`, the raw-file readers, few-shot and merged variants
-- modeling    `load_model_and_tokenizer`, local tiny models and aliases
-- config      `RunConfig`: one run's settings, validation and hash
-- runs        `RunFolder`: the run-folder protocol (done, failed, atomic writes)
-- methods     full fine-tuning, Houlsby adapters, LoRA: injection, trainable policy, parameter formula
-- training    `train_run` (Hugging Face Accelerate), the data pipeline and the loop
-- grid, sweep `run_grid`, `launch_grid`, `run_sweep`
-- results     `load_results`, summaries, paired comparisons, the report's claims
-- analysis    runs selected by config, per-class scores, statistics, curve facts, findings sentences
-- plots       curves and confusion matrices, one colour per training method; costs: `training_memory`
-- profiles    the fast / reference / full study settings and environment overrides
-- adapters    our Houlsby bottleneck adapters: `add_adapters`, `count_parameters`
-- memory      `estimate_memory`, `measure_memory`, the memory explorer widgets
+Layers point one way (README, "Code layout"): grid -> training -> methods, runs, config -> data, modeling;
+results, analysis, findings and plots read run folders only; memory estimates from configs.
 """
-from studykit.data import *        # noqa: F401,F403
-from studykit.modeling import *    # noqa: F401,F403
-from studykit.training import *    # noqa: F401,F403
-from studykit.adapters import *    # noqa: F401,F403
-from studykit.results import *     # noqa: F401,F403
-from studykit.analysis import *    # noqa: F401,F403
-from studykit.findings import *    # noqa: F401,F403
-from studykit.plots import *       # noqa: F401,F403
-from studykit.costs import *       # noqa: F401,F403
-from studykit.grid import *        # noqa: F401,F403
-from studykit.methods import *     # noqa: F401,F403
-from studykit.config import *      # noqa: F401,F403
-from studykit.profiles import *    # noqa: F401,F403
-from studykit.memory import *      # noqa: F401,F403
+from studykit.adapters import (BottleneckAdapter, add_adapters, adapter_parameter_count, count_parameters,
+                               format_parameter_report)
+from studykit.analysis import (DuplicateSeedWarning, class_balance, compare_methods, confusion_matrices, curve_facts,
+                               describe_collapse, describe_comparisons, describe_curve_facts, describe_selection,
+                               duplicate_seeds, majority_level, min_wilcoxon_p, never_predicted, paired_statistics,
+                               per_class_scores, per_class_table, select_runs, selection_table, test_labels,
+                               what_seeds_decide)
+from studykit.config import NotRunnableHere, RunConfig
+from studykit.costs import training_memory
+from studykit.data import DataError, audit_dataset, describe_overlaps, get_dataset
+from studykit.findings import (adapter_share, describe_time_per_epoch, settings_beside_report, summary_box,
+                               task2_findings, task3_findings, time_per_epoch, what_did_not_run, what_ran)
+from studykit.grid import (NothingFinished, SettingsError, check_settings, describe_grid, failure_record,
+                           launch_grid, run_grid)
+from studykit.hardware import cpu_supports_bf16, resolve_precision
+from studykit.memory import (ACTIVATION_TOLERANCE, MODEL_CONFIGS, PRECISIONS, TOTAL_TOLERANCE, activation_terms,
+                             breakdown_table, bytes_per_parameter, count_model_parameters, describe_machine,
+                             estimate_memory, gpus_that_fit, korthikanti_layer_bytes, measure_memory, memory_explorer,
+                             memory_summary, plan_study, plot_memory_breakdown, plot_report_walk, report_walk,
+                             traced_activations, validate_estimates)
+from studykit.modeling import ModelUnavailable, load_model_and_tokenizer, pooler_statistics, resolve_model
+from studykit.plots import method_colours, plot_confusions, plot_curves
+from studykit.profiles import PROFILES, describe_setup, from_env, study_configs
+from studykit.results import (REPORT_CLAIMS, check_claims, describe_ranking, describe_runs, format_summary,
+                              load_metrics, load_results, overlap_effect, paired_comparison, summarize)
+from studykit.training import TrainingDiverged, estimate_training_seconds, train_run
+
+__all__ = [
+    # data and models
+    "DataError", "get_dataset", "audit_dataset", "describe_overlaps",
+    "ModelUnavailable", "resolve_model", "load_model_and_tokenizer", "pooler_statistics",
+    # settings and profiles
+    "RunConfig", "NotRunnableHere", "PROFILES", "study_configs", "from_env", "describe_setup",
+    "cpu_supports_bf16", "resolve_precision",
+    # training and grids
+    "train_run", "TrainingDiverged", "estimate_training_seconds", "run_grid", "launch_grid", "check_settings",
+    "SettingsError", "NothingFinished", "describe_grid", "failure_record",
+    # our adapters
+    "BottleneckAdapter", "add_adapters", "adapter_parameter_count", "count_parameters", "format_parameter_report",
+    # results: loading, statistics, findings, plots
+    "load_results", "load_metrics", "select_runs", "duplicate_seeds", "DuplicateSeedWarning", "summarize",
+    "format_summary", "describe_runs", "describe_ranking", "paired_comparison", "paired_statistics",
+    "compare_methods", "describe_comparisons", "min_wilcoxon_p", "what_seeds_decide", "selection_table",
+    "describe_selection", "per_class_scores", "per_class_table", "test_labels", "never_predicted", "describe_collapse",
+    "confusion_matrices", "class_balance", "majority_level", "curve_facts", "describe_curve_facts", "overlap_effect",
+    "REPORT_CLAIMS", "check_claims", "what_ran", "what_did_not_run", "summary_box", "task2_findings",
+    "task3_findings", "settings_beside_report", "adapter_share", "time_per_epoch", "describe_time_per_epoch",
+    "training_memory", "method_colours", "plot_curves", "plot_confusions",
+    # memory
+    "estimate_memory", "PRECISIONS", "MODEL_CONFIGS", "count_model_parameters", "bytes_per_parameter",
+    "activation_terms", "korthikanti_layer_bytes", "traced_activations", "measure_memory", "validate_estimates",
+    "ACTIVATION_TOLERANCE", "TOTAL_TOLERANCE", "report_walk", "plot_report_walk", "breakdown_table",
+    "plot_memory_breakdown", "memory_summary", "memory_explorer", "gpus_that_fit", "describe_machine", "plan_study",
+]
+
+
+def _check_unique(names) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ImportError(f"utils lists {repeated} twice: each public name has one home")
+    missing = [n for n in names if n not in globals()]
+    if missing:
+        raise ImportError(f"utils lists {missing} but imports no such name")
+
+
+_check_unique(__all__)

@@ -189,7 +189,8 @@ def run_two_processes(config, scratch: Path, timeout: float) -> dict:
 def _worker(spec: Path) -> None:
     from accelerate import PartialState
 
-    from studykit.training import RunConfig, run_grid
+    from studykit.config import RunConfig
+    from studykit.grid import run_grid
     config = RunConfig(**json.loads(spec.read_text()))
     run_grid([config], stop_on_error=True)
     PartialState().destroy_process_group()

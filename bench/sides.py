@@ -34,7 +34,8 @@ SIDES = {  # name: (label, precision, length grouping); ours' precision is set p
 
 
 def labels_of(dataset: str):
-    from studykit.training import RunConfig, label_names
+    from studykit.config import RunConfig
+    from studykit.training import label_names
     return label_names(RunConfig("tiny-bert", dataset))
 
 
@@ -49,7 +50,7 @@ def _peak_rss() -> int:
 
 
 def _ours_config(job: dict, **changes):
-    from studykit.training import RunConfig
+    from studykit.config import RunConfig
     fields = dict(seed=job["seed"], epochs=1, batch_size=job["batch_size"], learning_rate=job["lr"],
                   max_length=job["max_length"], evals_per_epoch=1, max_steps=job.get("max_steps"),
                   dropout=job.get("dropout"), data_dir=job["data_dir"], results_dir=job["results_dir"],
@@ -306,7 +307,7 @@ def serve(side: str, threads: int) -> None:
     torch.set_num_threads(threads)
     import transformers
     transformers.logging.set_verbosity_error()
-    from studykit.training import RunConfig  # noqa: F401  (import cost paid before the first job)
+    from studykit.config import RunConfig  # noqa: F401  (import cost paid before the first job)
     reply.write(json.dumps({"ready": True}) + "\n")
     reply.flush()
     for line in sys.stdin:

@@ -197,7 +197,7 @@ def run_whole(s: dict, work: Path, other: str = "trainer_bf16_gbl") -> dict:
 GRID_SCRIPT = """
 import json, sys
 from studykit.profiles import study_configs
-from studykit.training import run_grid
+from studykit.grid import run_grid
 a = json.loads(sys.argv[1])
 configs = [c for task in a["tasks"]
            for c in study_configs(task, a["profile"], models=a["models"], datasets=a["datasets"], seeds=a["seeds"],

@@ -23,7 +23,8 @@ from .hardware import emulates_bf16
 from .memory import cells_that_do_not_fit
 from .modeling import ModelUnavailable, check_model_available
 from .runs import ENVIRONMENT_ERRNOS, RunFolder, check_writable, clean_stale_temporaries, grid_row
-from .training import DataChanged, estimate_training_seconds, progress_bar, train_run
+from .progress import progress_bar
+from .training import DataChanged, estimate_training_seconds, train_run
 
 __all__ = ["run_grid", "launch_grid", "failure_record", "cpu_grid_workers", "SettingsError", "check_settings",
            "describe_grid", "NothingFinished"]

@@ -24,7 +24,8 @@ import torch
 from .grid import failure_record, run_grid
 from .hardware import threads_label
 from .runs import RunFolder, check_writable, clean_stale_temporaries, grid_row
-from .training import progress_bar, train_run
+from .progress import progress_bar
+from .training import train_run
 
 __all__ = ["run_sweep", "default_devices"]
 

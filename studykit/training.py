@@ -2,7 +2,7 @@
 
 The same code runs in one process and in several (`accelerate launch`, `torchrun`, or
 `launch_grid(..., num_processes=N)` from a notebook). The run-folder protocol is `studykit.runs`; grids of
-runs are `studykit.grid` (`run_grid` and `launch_grid` stay importable from here).
+runs are `studykit.grid`, one layer up.
 """
 from __future__ import annotations
 
@@ -39,28 +39,20 @@ from .hardware import cpu_name, resolve_dropout_kernel, resolve_precision, threa
 from .meter import SpeedMeter
 from .methods import method_for
 from .modeling import load_model_and_tokenizer, safe_name
-from .progress import progress_bar, progress_write  # noqa: F401  (re-exported: grid, sweep and notebooks use it)
-from .runs import RunFolder, check_writable, write_json_atomic
+from .progress import progress_bar, progress_write
+from .runs import RunFolder, check_writable
 
 try:  # peak RSS of this process; the module does not exist on Windows
     import resource
 except ImportError:  # pragma: no cover - Windows
     resource = None
 
-__all__ = ["RunConfig", "train_run", "run_grid", "launch_grid", "tokenize_dataset", "evaluate",
-           "eval_batch_size_for", "build_loaders", "Loaders", "label_names", "sampler_seed", "progress_bar",
-           "TrainingDiverged", "DataChanged", "write_json_atomic", "estimate_training_seconds"]
+__all__ = ["train_run", "tokenize_dataset", "evaluate",
+           "eval_batch_size_for", "build_loaders", "Loaders", "label_names", "sampler_seed",
+           "TrainingDiverged", "DataChanged", "estimate_training_seconds"]
 
 datasets.disable_progress_bars()          # one progress bar per run is ours; library bars are noise
 transformers.utils.logging.disable_progress_bar()
-
-
-def __getattr__(name):
-    """`run_grid` and `launch_grid` live one layer up, in studykit.grid; importable from here as before."""
-    if name in ("run_grid", "launch_grid"):
-        from . import grid
-        return getattr(grid, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ----------------------------------------------------------------------------- data pipeline

@@ -124,7 +124,7 @@ LAUNCH_GRID = """
 import sys
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import grid
-from studykit.training import launch_grid
+from studykit.grid import launch_grid
 results, data, broken = sys.argv[3:6]
 launch_grid([grid.make_config(results, data, seed=3, batch_size=15, per_device_batch_size=4),
              grid.make_config(results, broken, seed=4), *grid.make_grid(results, data, seeds=(1, 2))],

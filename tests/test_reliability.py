@@ -22,7 +22,9 @@ import studykit.training as training
 from studykit.data import DataError
 from studykit.modeling import build_tiny_model, load_model_and_tokenizer, safe_name
 from studykit.results import load_results
-from studykit.training import RunConfig, run_grid, train_run
+from studykit.config import RunConfig
+from studykit.grid import run_grid
+from studykit.training import train_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "data"
@@ -291,7 +293,8 @@ def test_configs_under_the_same_name_are_kept_apart_by_hash(tmp_path, trained):
 ISOLATED_RUN = """
 import sys
 sys.path.insert(0, sys.argv[1])
-from studykit.training import train_run, RunConfig
+from studykit.config import RunConfig
+from studykit.training import train_run
 train_run(RunConfig(sys.argv[2], "restaurant_sup", epochs=1, batch_size=16, learning_rate=1e-3, max_steps=2,
                     adapter_size=4, data_dir=sys.argv[3], results_dir=sys.argv[4], num_threads=1))
 """

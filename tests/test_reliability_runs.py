@@ -23,7 +23,7 @@ from studykit.data import dataset_source
 from studykit.grid import run_grid
 from studykit.results import load_results, summarize
 from studykit.runs import RunFolder, clean_stale_temporaries
-from studykit.training import RunConfig
+from studykit.config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "data"

@@ -6,7 +6,8 @@ import pytest
 
 from studykit.grid import CPU_THREADS_PER_WORKER, cpu_grid_workers
 from studykit.sweep import run_sweep
-from studykit.training import RunConfig, run_grid
+from studykit.config import RunConfig
+from studykit.grid import run_grid
 
 METRICS = ("train_loss", "eval_loss", "accuracy", "f1_macro")
 

@@ -15,7 +15,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from studykit.training import RunConfig, run_grid  # noqa: E402
+from studykit.config import RunConfig  # noqa: E402
+from studykit.grid import run_grid  # noqa: E402
 
 
 def make_config(results_dir, data_dir, seed=1, **overrides) -> RunConfig:
