@@ -116,7 +116,8 @@ def test_accelerate_launch_two_cpu_processes_match_one_process(tmp_path, odd_dat
     assert code == 0, output[-4000:]
     assert "rank 0 of 2: grid done" in output and "rank 1 of 2: grid done" in output
     headers = re.findall(r"\[task2\] tiny-bert on .*", output)  # after a progress bar's \r, maybe
-    assert len(headers) == 1 and "batch 16 = 2 proc x 8 x 1 accum" in headers[0]  # main process only
+    # the run's two header lines (its precision, then its data and batch), from the main process only
+    assert len(headers) == 2 and "precision" in headers[0] and "batch 16 = 2 proc x 8 x 1 accum" in headers[1]
     assert_two_process_run_is_correct(two, one_process)
 
 

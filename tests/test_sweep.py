@@ -43,12 +43,12 @@ def test_sweep_matches_sequential_and_resumes(tmp_path, fixture_data):
 
 def test_sweep_records_a_failing_run_and_goes_on(tmp_path, fixture_data):
     good = tiny_grid(tmp_path, fixture_data)[0]
-    bad = RunConfig("no-such-model-folder", "restaurant_sup", epochs=1, max_steps=1, data_dir=fixture_data,
-                    results_dir=str(tmp_path))
+    bad = RunConfig("tiny-bert", "restaurant_sup", epochs=1, max_steps=1, batch_size=15, per_device_batch_size=4,
+                    data_dir=fixture_data, results_dir=str(tmp_path))  # fails at its start, as set up
     frame = run_sweep([bad, good], workers=2, threads_per_worker=1)
     assert list(frame["status"]) == ["failed", "finished"]
     failed = json.loads((bad.run_dir / "failed.json").read_text())
-    assert "no-such-model-folder" in failed["error"]
+    assert "not a multiple of per-device batch" in failed["error"] and failed["kind"] == "run"
     # Failed runs are skipped next time unless retry_failed=True.
     assert run_sweep([bad], workers=1)["status"][0] == "failed (skipped)"
 
