@@ -54,8 +54,9 @@ _REASONS = {
                   "steps; adapters and LoRA 1.5x full fine-tuning); selection on dev picks the evaluation reported",
         "batch_size": "CPU time per step; acl uses 16 so that its small training split gives enough steps",
         "evals_per_epoch": "each evaluation (dev and test) costs CPU time",
-        "precision": "auto: bf16 autocast on this CPU (AMX / AVX-512 BF16), as on GPUs; fp32 on CPUs without "
-                     "native bf16 (bench/parity.py compares the two)",
+        "precision": "pinned to bf16 autocast, the precision the committed runs were trained in (on a CPU with "
+                     "AMX), so the report renders from them on any CPU; the full profile's auto is bf16 on GPUs "
+                     "too (bench/parity.py compares fp32 and bf16 runs)",
         "early_stopping_patience": "the report trains a fixed number of epochs and reports the last; here each "
                                    "method is selected on the dev split (patience in evaluations)",
         "method": "the reference profile adds LoRA beside the adapters",
