@@ -28,7 +28,7 @@ def test_overrides_replace_profile_values_and_results_dirs_keep_profiles_apart()
 
 
 def test_unknown_profile_or_task_lists_valid_names():
-    with pytest.raises(ValueError, match="valid: \\['fast', 'full', 'parity', 'reference'\\]"):
+    with pytest.raises(ValueError, match="valid: \\['fast', 'full', 'parity', 'reference', 'sizes'\\]"):
         utils.study_configs("task2", "huge")
     with pytest.raises(ValueError, match="unknown task"):
         utils.study_configs("task9", "fast")
