@@ -37,7 +37,7 @@ class Study:
     task: str = dataclasses.field(metadata={"help": "which study", "choices": sorted(PROFILES)})
     profile: str = dataclasses.field(default="fast", metadata={
         "help": "fast (default) | reference | full | parity (the first reference grid, to compare precisions)",
-        "choices": ["fast", "reference", "full", "parity"]})
+        "choices": sorted(PROFILES["task2"])})
     models: Optional[list[str]] = dataclasses.field(default=None, metadata={"help": "models (default: the profile's)"})
     datasets: Optional[list[str]] = dataclasses.field(default=None, metadata={"help": "datasets (default: the profile's)"})
     seeds: Optional[list[int]] = dataclasses.field(default=None, metadata={"help": "seeds (default: the profile's)"})
