@@ -148,8 +148,8 @@ def emulated_bf16_warnings(configs) -> list[str]:
         warnings.append(
             f"{len(cell)} {model} / {dataset} / {method} run(s) would train in bf16, which this CPU emulates "
             f"(no AVX-512 BF16 or AMX): up to about {seconds / 60:.0f} min each (one bf16 training step at full "
-            f"length measured here x the run's steps). PRECISION=fp32 (notebooks) or --precision fp32 (train.py) trains them in fp32 "
-            f"instead, into folders of their own (another config hash); interrupt now to choose.")
+            f"length measured here x the run's steps). PRECISION=fp32 (notebooks) or --precision fp32 (train.py) "
+            f"trains them in fp32 instead, into folders of their own (another config hash); interrupt now to choose.")
     return warnings
 
 
@@ -276,19 +276,19 @@ def launch_grid(configs, num_processes: int = 1, retry_failed: bool = False) -> 
     status table, one row per config."""
     configs = list(configs)
     if num_processes <= 1:
-        return _finished_somewhere(run_grid(configs, retry_failed=retry_failed))
+        return _report(run_grid(configs, retry_failed=retry_failed))
     with socket.socket() as s:  # a free port: Accelerate's fixed default 29500 clashes with other jobs on the node
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])
     notebook_launcher(_grid_worker, (configs, retry_failed), num_processes=num_processes, use_port=port)
     # What the workers recorded, read back from the run folders (their return values do not come back).
-    return _finished_somewhere(pd.DataFrame([grid_row(c, RunFolder.for_config(c), retry_failed=False)[0]
+    return _report(pd.DataFrame([grid_row(c, RunFolder.for_config(c), retry_failed=False)[0]
                                              for c in configs]))
 
 
-def _finished_somewhere(grid: pd.DataFrame) -> pd.DataFrame:
-    """`grid`, printed as `describe_grid` says; a grid in which nothing finished raises `NothingFinished`
-    with that text, since no table can be drawn from it."""
+def _report(grid: pd.DataFrame) -> pd.DataFrame:
+    """`grid`, after printing what `describe_grid` says of it; a grid in which nothing finished raises
+    `NothingFinished` with that text instead, since no table can be drawn from it."""
     text = describe_grid(grid)
     if len(grid) and ("status" not in grid or not (grid["status"] == "finished").any()):
         raise NothingFinished(text)

@@ -193,8 +193,8 @@ _ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 def _accelerator(precision: str) -> Accelerator:
     """An Accelerator running `precision` (resolved: fp32, bf16 or fp16). Accelerate keeps one process-wide
-    AcceleratorState and refuses a second precision; so when the precision changes between runs, that state is dropped first (as
-    Accelerate's own test cases do between tests). Only AcceleratorState: PartialState, which holds the
+    AcceleratorState and refuses a second precision; so when the precision changes between runs, that state is
+    dropped first (as Accelerate's own test cases do between tests). Only AcceleratorState: PartialState, which holds the
     process group of an `accelerate launch`, stays, and every process of a grid makes the same change."""
     mixed_precision = _ACCELERATE_PRECISION[precision]
     state = AcceleratorState._shared_state
