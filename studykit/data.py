@@ -24,7 +24,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 __all__ = [
     "DATASETS", "DATASET_NAMES", "FEW_SHOT_PER_CLASS", "FEW_SHOT_SEED", "AGNEWS_SPLIT_SEED", "AGNEWS_DEV_SEED",
     "DataError", "get_dataset", "resolve_data_dir", "dataset_files", "dataset_source", "data_fingerprint",
-    "check_data_files", "describe_overlaps",
+    "check_data_files", "describe_overlaps", "sha256_of",
     "audit_dataset", "test_overlap_mask", "AGNEWS_HUB_ID", "AGNEWS_FROM_HUB_ENV",
 ]
 
@@ -123,7 +123,7 @@ def dataset_source(name, data_dir=None, dev: bool = False) -> dict:
         files = []
         for path in paths:
             _require(path, base)
-            files.append({"path": path.relative_to(root).as_posix(), "sha256": _sha256(path)})
+            files.append({"path": path.relative_to(root).as_posix(), "sha256": sha256_of(path)})
         sources[one] = {"files": files}
     return sources
 
@@ -139,13 +139,14 @@ def data_fingerprint(name, data_dir=None, dev: bool = False) -> str:
         if dev:
             digest.update(f"dev:{AGNEWS_DEV_SEED}".encode())
         for path in dataset_files(one, data_dir, dev):
-            digest.update(_sha256(path).encode() if path.is_file() else b"missing")
+            digest.update(sha256_of(path).encode() if path.is_file() else b"missing")
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path) -> str:
+    """The sha256 of a file's content, read in 1 MiB blocks (data files, model weights: the one helper)."""
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

