@@ -3,9 +3,12 @@ the main results in sentences — all generated from the runs, so they stay true
 another profile."""
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
 from .analysis import format_interval, paired_statistics
+from .config import RunConfig
 from .hardware import hardware_label
 from .profiles import PROFILES
 
@@ -72,8 +75,8 @@ _REASONS = {
         "early_stopping_patience": "selected on the fixtures' dev splits, as the reference runs are",
     },
 }
-_DEFAULTS = {"max_length": 128, "evals_per_epoch": 4, "precision": "auto", "adapter_size": None, "method": None,
-             "early_stopping_patience": None}
+# A variant that leaves a setting out runs RunConfig's default: read from the dataclass, never copied.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def _setting(variant: dict, key: str) -> str:
