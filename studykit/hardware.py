@@ -9,7 +9,7 @@ import platform
 import re
 
 __all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel", "PRECISIONS",
-           "emulates_bf16", "threads_label", "hardware_label"]
+           "emulates_bf16", "threads_label", "hardware_label", "describe_machine"]
 
 # Set to 0 or 1 to run as if this CPU had no native bf16, or had it: every branch that depends on it, both ways.
 CPU_BF16_ENV = "STUDYKIT_CPU_BF16"
@@ -24,6 +24,19 @@ def cpu_name() -> str:
             return next(l.split(":", 1)[1].strip() for l in lines if l.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def describe_machine() -> str:
+    """This machine in one line, as the notebooks print it: the GPUs, or the CPU with its cores and whether it
+    has native bf16 (the kind of CPU a figure came from)."""
+    import torch
+
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        return f"GPU: {torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB"
+    features = _cpu_bf16_features()
+    kind = f"native bf16 ({' and '.join(features)})" if features else "no native bf16"
+    return f"CPU only: {cpu_name()}, {os.cpu_count()} cores, {kind}"
 
 
 def threads_label(n: int) -> str:

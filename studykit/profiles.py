@@ -19,7 +19,7 @@ import torch
 
 from .config import RunConfig
 from .data import resolve_data_dir
-from .hardware import cpu_name, emulates_bf16
+from .hardware import describe_machine, emulates_bf16
 
 __all__ = ["PROFILES", "FIXTURE_DATA_DIR", "from_env", "study_configs", "describe_setup"]
 
@@ -215,10 +215,6 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
 
 def describe_setup(profile: str, configs: list[RunConfig]) -> str:
     """The first thing a reader sees: which profile, models, data and hardware produced this notebook."""
-    if torch.cuda.is_available():
-        hardware = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
-    else:
-        hardware = f"CPU only: {cpu_name()}, {os.cpu_count()} cores"
     data_dirs = sorted({os.path.relpath(resolve_data_dir(c.data_dir)) for c in configs})
     lines = [
         f"profile:  {profile}",
@@ -231,7 +227,7 @@ def describe_setup(profile: str, configs: list[RunConfig]) -> str:
         f"precision: {', '.join(sorted({c.precision for c in configs}))}"
         + ("  (bf16 is emulated on this CPU: training here would be slow; finished runs are read as they are)"
            if any(emulates_bf16(c.resolved_precision) for c in configs) else ""),
-        f"hardware: {hardware}",
+        f"hardware: {describe_machine()}",
         f"versions: python {platform.python_version()}, torch {torch.__version__}",
     ]
     return "\n".join(lines)

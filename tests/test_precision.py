@@ -87,3 +87,10 @@ def test_the_cpu_kind_can_be_forced_for_a_whole_run_of_the_suite(monkeypatch, fo
     monkeypatch.setenv(hardware.CPU_BF16_ENV, "no")
     with pytest.raises(ValueError, match="STUDYKIT_CPU_BF16='no': use 1"):
         hardware.resolve_precision("auto")
+
+
+@pytest.mark.parametrize("has_bf16, kind", [(True, "native bf16 (AVX-512 BF16)"), (False, "no native bf16")])
+def test_the_setup_line_says_which_kind_of_cpu_rendered_it(cpu_bf16, has_bf16, kind):
+    cpu_bf16(has_bf16)
+    assert hardware.describe_machine().endswith(kind)
+    assert f"hardware: {hardware.describe_machine()}" in utils.describe_setup("fast", utils.study_configs("task2", "fast"))

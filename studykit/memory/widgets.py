@@ -6,7 +6,8 @@ import sys
 
 import torch
 
-from studykit.hardware import cpu_name, threads_label
+from studykit import hardware
+from studykit.hardware import threads_label
 
 from .catalog import COMPONENTS, GB, GPUS, MODEL_CONFIGS, OPTIMIZERS, PRECISIONS
 from .estimate import _assumptions, estimate_memory
@@ -229,13 +230,8 @@ def memory_explorer(model="llama-3.2-3b", peft_method="lora", peft_size=16, live
 
 
 def describe_machine():
-    """One line naming the hardware this notebook ran on."""
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        return f"GPU: {torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}"
-    name = cpu_name()
-    return (f"CPU only: {name}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"with {threads_label(torch.get_num_threads())}; no CUDA device")
+    """One line naming the hardware this notebook ran on, with torch's version and thread count."""
+    return f"{hardware.describe_machine()}; torch {torch.__version__} with {threads_label(torch.get_num_threads())}"
 
 
 def report_walk(model="llama-3.2-3b", precision="autocast", batch_size=4, seq_len=512, peft=None, **assumptions):
