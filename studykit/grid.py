@@ -45,14 +45,15 @@ class NothingFinished(RuntimeError):
 _ENVIRONMENT_ERRORS = (DataError, ModelUnavailable, ImportError, FileNotFoundError, DataChanged, NotRunnableHere)
 
 
-def check_settings(configs, models: bool = True) -> None:
-    """Raise one `SettingsError` listing every data file and (with `models`) every model and precision the
-    configs need that is not to be had here; nothing is read beyond file names, nothing is written."""
+def check_settings(configs, data: bool = True, models: bool = True) -> None:
+    """Raise one `SettingsError` listing every data file (with `data`) and every model and precision (with
+    `models`) the configs need that is not to be had here; nothing is read beyond file names, nothing is written."""
     problems = {}
     for config in configs:
-        checks = [("data", (config.dataset if isinstance(config.dataset, str) else tuple(config.dataset),
-                            config.data_dir, config.uses_dev), lambda c=config: check_data_files(
-                                c.dataset, c.data_dir, dev=c.uses_dev))]
+        checks = []
+        if data:
+            checks.append(("data", (str(config.dataset), config.data_dir, config.uses_dev),
+                           lambda c=config: check_data_files(c.dataset, c.data_dir, dev=c.uses_dev)))
         if models:  # what only runs still to train need: their model, and a precision this machine runs
             checks.append(("model", config.model_name, lambda c=config: check_model_available(c.model_name)))
             checks.append(("precision", config.precision, config.check_device))
@@ -197,7 +198,7 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
             todo.append(i)
         else:
             rows[i] = row
-    check_settings([configs[i] for i in todo])  # finished runs need no model; runs to train do
+    check_settings([configs[i] for i in todo], data=False)  # finished runs need no model; runs to train do
     if todo and state.is_main_process:
         for warning in emulated_bf16_warnings([configs[i] for i in todo]):
             print(f"warning: {warning}", flush=True)
