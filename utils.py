@@ -5,7 +5,7 @@ tests/test_api.py checks that every name the notebooks, tests and benches use is
 Layers point one way (README, "Code layout"): grid -> training -> methods, runs, config -> data, modeling;
 results, analysis, findings and plots read run folders only; memory estimates from configs.
 """
-from studykit.adapters import (BottleneckAdapter, add_adapters, adapter_parameter_count, count_parameters,
+from studykit.adapters import (DEFAULT_ADAPTER_SIZE, BottleneckAdapter, add_adapters, adapter_parameter_count, count_parameters,
                                format_parameter_report)
 from studykit.analysis import (DuplicateSeedWarning, class_balance, compare_methods, confusion_matrices, curve_facts,
                                describe_collapse, describe_comparisons, describe_curve_facts, describe_selection,
@@ -43,7 +43,7 @@ __all__ = [
     "train_run", "TrainingDiverged", "estimate_training_seconds", "run_grid", "launch_grid", "check_settings",
     "SettingsError", "NothingFinished", "describe_grid", "failure_record",
     # our adapters
-    "BottleneckAdapter", "add_adapters", "adapter_parameter_count", "count_parameters", "format_parameter_report",
+    "DEFAULT_ADAPTER_SIZE", "BottleneckAdapter", "add_adapters", "adapter_parameter_count", "count_parameters", "format_parameter_report",
     # results: loading, statistics, findings, plots
     "load_results", "load_metrics", "select_runs", "duplicate_seeds", "DuplicateSeedWarning", "summarize",
     "format_summary", "describe_runs", "describe_ranking", "paired_comparison", "paired_statistics",

@@ -21,9 +21,9 @@ from transformers.activations import ACT2FN
 
 __all__ = ["BottleneckAdapter", "add_adapters", "has_adapters", "count_parameters", "format_parameter_report",
            "adapter_parameter_count", "adapter_state_dict", "save_adapters", "load_adapters",
-           "residual_sublayers", "DEFAULT_BOTTLENECK_SIZE", "DEFAULT_ACTIVATION", "SUPPORTED_MODEL_TYPES"]
+           "residual_sublayers", "DEFAULT_ADAPTER_SIZE", "DEFAULT_ACTIVATION", "SUPPORTED_MODEL_TYPES"]
 
-DEFAULT_BOTTLENECK_SIZE = 64  # Houlsby et al. 2019 search {8, 64, 256}; 64 is adapter-bert's default
+DEFAULT_ADAPTER_SIZE = 64  # Houlsby et al. 2019 search {8, 64, 256}; 64 is adapter-bert's default
 DEFAULT_ACTIVATION = "gelu"  # adapter-bert `feedforward_adapter` uses gelu (its tanh form = "gelu_new")
 DOWN_INIT_STD = 1e-3  # adapter-bert `init_scale=1e-3`, truncated normal: "near-identity initialization"
 # The up-projection starts at zero (Houlsby used the same small normal as the down-projection):
@@ -32,17 +32,17 @@ DOWN_INIT_STD = 1e-3  # adapter-bert `init_scale=1e-3`, truncated normal: "near-
 # (tests/test_adapters.py); add_adapters finds the places by role, so any post-LayerNorm BERT-like encoder works.
 SUPPORTED_MODEL_TYPES = ("bert", "camembert", "roberta", "xlm-roberta", "mpnet")
 HEAD_NAMES = ("classifier", "score")  # the task head stays trainable, as in peft's modules_to_save
-SETTINGS = ("bottleneck_size", "activation", "train_layer_norm")  # saved with the weights
+SETTINGS = ("adapter_size", "activation", "train_layer_norm")  # saved with the weights
 
 
 class BottleneckAdapter(nn.Module):
     """x + up(act(down(x))): d -> m -> d with a residual, the identity at initialization."""
 
-    def __init__(self, hidden_size, bottleneck_size=DEFAULT_BOTTLENECK_SIZE, activation=DEFAULT_ACTIVATION):
+    def __init__(self, hidden_size, adapter_size=DEFAULT_ADAPTER_SIZE, activation=DEFAULT_ACTIVATION):
         super().__init__()
-        self.down = nn.Linear(hidden_size, bottleneck_size)
+        self.down = nn.Linear(hidden_size, adapter_size)
         self.act = ACT2FN[activation]
-        self.up = nn.Linear(bottleneck_size, hidden_size)
+        self.up = nn.Linear(adapter_size, hidden_size)
         # Truncated at 2 std like TensorFlow's truncated_normal_initializer used by adapter-bert.
         nn.init.trunc_normal_(self.down.weight, std=DOWN_INIT_STD, a=-2 * DOWN_INIT_STD, b=2 * DOWN_INIT_STD)
         nn.init.zeros_(self.down.bias)
@@ -64,9 +64,9 @@ class WithAdapter(nn.Module):
         return self.adapter(self.inner(x))
 
 
-def adapter_parameter_count(num_layers, hidden_size, bottleneck_size=DEFAULT_BOTTLENECK_SIZE):
+def adapter_parameter_count(num_layers, hidden_size, adapter_size=DEFAULT_ADAPTER_SIZE):
     """Parameters added by Houlsby adapters: two per layer, each 2·m·d weights + m + d biases."""
-    return 2 * num_layers * (2 * bottleneck_size * hidden_size + bottleneck_size + hidden_size)
+    return 2 * num_layers * (2 * adapter_size * hidden_size + adapter_size + hidden_size)
 
 
 def has_adapters(model):
@@ -127,7 +127,7 @@ def _adapter_places(model):
     return places
 
 
-def add_adapters(model, bottleneck_size=DEFAULT_BOTTLENECK_SIZE, train_layer_norm=True,
+def add_adapters(model, adapter_size=DEFAULT_ADAPTER_SIZE, train_layer_norm=True,
                  activation=DEFAULT_ACTIVATION):
     """Insert two adapters per layer and freeze all but adapters, LayerNorms and head; in place.
 
@@ -138,20 +138,20 @@ def add_adapters(model, bottleneck_size=DEFAULT_BOTTLENECK_SIZE, train_layer_nor
     if has_adapters(model):
         raise ValueError("this model already has adapters; call add_adapters once, on a fresh base model")
     places = _adapter_places(model)
-    if not (isinstance(bottleneck_size, int) and bottleneck_size > 0):
-        raise ValueError(f"bottleneck_size must be a positive int, got {bottleneck_size!r}")
+    if not (isinstance(adapter_size, int) and adapter_size > 0):
+        raise ValueError(f"adapter_size must be a positive int, got {adapter_size!r}")
 
     model.requires_grad_(False)
     for sub, dropout_name, projection in places:
         w = projection.weight  # its device/dtype: adapters follow the model (also onto "meta")
-        adapter = BottleneckAdapter(w.shape[0], bottleneck_size, activation).to(w.device, w.dtype)
+        adapter = BottleneckAdapter(w.shape[0], adapter_size, activation).to(w.device, w.dtype)
         # adapter params are trainable (fresh)
         setattr(sub, dropout_name, WithAdapter(getattr(sub, dropout_name), adapter))
     trained = [m for m in model.modules() if train_layer_norm and isinstance(m, nn.LayerNorm)]
     trained += [getattr(model, n) for n in HEAD_NAMES if isinstance(getattr(model, n, None), nn.Module)]
     for m in trained:
         m.requires_grad_(True)
-    model.adapter_settings = dict(zip(SETTINGS, (bottleneck_size, activation, train_layer_norm)))
+    model.adapter_settings = dict(zip(SETTINGS, (adapter_size, activation, train_layer_norm)))
     return model
 
 
@@ -210,6 +210,8 @@ def load_adapters(model, path):
     """Add adapters to a base model (if it has none) with the saved settings, then load them strictly."""
     with safe_open(str(path), framework="pt") as f:
         meta, tensors = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    if "bottleneck_size" in meta:  # files written before the setting took the config's name, adapter_size
+        meta["adapter_size"] = meta.pop("bottleneck_size")
     if not set(SETTINGS) <= meta.keys():
         raise ValueError(f"{path} has no adapter settings in its metadata; was it written by save_adapters?")
     base = model.config.name_or_path

@@ -35,7 +35,7 @@ def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataF
         batch = int(run["batch_size"] // run["gradient_accumulation"] // run["num_processes"])
         # the method from the run's config columns (None became NaN when frames were concatenated)
         kind = run.get("training_method", "adapter" if pd.notna(run["adapter_size"]) else "full")
-        extra = {"bottleneck_size": int(run["adapter_size"])} if kind == "adapter" else {}
+        extra = {"adapter_size": int(run["adapter_size"])} if kind == "adapter" else {}
         if kind == "lora":
             extra = {"lora_rank": int(run["lora_rank"]), "lora_targets": ["query", "value"]}
         measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]),

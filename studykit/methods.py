@@ -13,7 +13,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 from torch import nn
 
-from .adapters import HEAD_NAMES, add_adapters, adapter_parameter_count, save_adapters
+from .adapters import DEFAULT_ADAPTER_SIZE, HEAD_NAMES, add_adapters, adapter_parameter_count, save_adapters
 
 __all__ = ["FullFineTuning", "HoulsbyAdapters", "LoRA", "LORA_TARGET_NAMES", "method_for", "lora_parameter_count"]
 
@@ -42,16 +42,16 @@ class FullFineTuning:
 @dataclass(frozen=True)
 class HoulsbyAdapters:
     """Two bottleneck adapters per layer; adapters, LayerNorms (optionally) and the head train."""
-    bottleneck_size: int = 64
+    adapter_size: int = DEFAULT_ADAPTER_SIZE
     train_layer_norm: bool = True
     name = "adapter"
     weights_file = "adapter.safetensors"
 
     def apply(self, model):
-        return add_adapters(model, bottleneck_size=self.bottleneck_size, train_layer_norm=self.train_layer_norm)
+        return add_adapters(model, adapter_size=self.adapter_size, train_layer_norm=self.train_layer_norm)
 
     def added_parameters(self, num_layers: int, hidden_size: int) -> int:
-        return adapter_parameter_count(num_layers, hidden_size, self.bottleneck_size)
+        return adapter_parameter_count(num_layers, hidden_size, self.adapter_size)
 
     def save(self, model, path) -> None:
         save_adapters(model, path)

@@ -17,6 +17,7 @@ import platform
 
 import torch
 
+from .adapters import DEFAULT_ADAPTER_SIZE
 from .config import RunConfig
 from .data import resolve_data_dir
 from .hardware import describe_machine, emulates_bf16
@@ -85,7 +86,7 @@ _PEFT = _each(dict(batch_size=32, max_length=128, evals_per_epoch=2, early_stopp
 # value: chosen on dev between Hu et al.'s 5e-4 (RoBERTa-base on GLUE, 30-80 epochs) and 2e-3, on restaurant
 # seed 1 within this budget: dev macro-F1 0.433 at 5e-4, 0.679 at 2e-3. The 5e-4 run stays in the profile
 # (seed 1 only) as the record of that choice.
-ADAPTER_SETTINGS = dict(adapter_size=64, learning_rate=1e-3)
+ADAPTER_SETTINGS = dict(adapter_size=DEFAULT_ADAPTER_SIZE, learning_rate=1e-3)
 # The budget cut (2 CPU cores, one session): AG News is left out of the reference study. A seed of all three
 # methods costs about 33 CPU-minutes there, and the parity profile's runs already show adapters within 0.004
 # macro-F1 of full fine-tuning on it (3 seeds); restaurant and acl are where the methods differ. LoRA on acl
@@ -126,13 +127,13 @@ PROFILES = {
                           runs=_lora_seeds(_with_lora_dev_check(_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS),
                                                                           STUDY_CUT)), "acl_sup", [1, 2, 3, 4])),
         "parity": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3], data_dir=None,
-                       runs=_with(_PARITY, dict(adapter_size=64, learning_rate=1e-3))),
+                       runs=_with(_PARITY, dict(adapter_size=DEFAULT_ADAPTER_SIZE, learning_rate=1e-3))),
         "sizes": dict(models=["all-mpnet-base-v2"], seeds=[1, 2, 3, 4, 5], data_dir=None,
                       runs=_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS), STUDY_CUT)),
         # Houlsby et al. 2019 swept 3e-5..3e-3; Pfeiffer et al. 2021 use 1e-4: 5e-4 is the middle of that
         "full": dict(models=["roberta-base"], seeds=[1, 2, 3, 4, 5], data_dir=None,
                      runs=_with(_each(_REPORT, agnews_sup=dict(epochs=6, learning_rate=5e-5)),
-                                dict(adapter_size=64), dict(adapter_size=64, learning_rate=5e-4))),
+                                dict(adapter_size=DEFAULT_ADAPTER_SIZE), dict(adapter_size=DEFAULT_ADAPTER_SIZE, learning_rate=5e-4))),
     },
 }
 

@@ -83,7 +83,7 @@ PLACES = {"bert": ("bert.encoder.layer.{}.attention.output.dropout", "bert.encod
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_adapters_sit_where_the_role_says(kind):
-    model = add_adapters(tiny_model(kind), bottleneck_size=8)
+    model = add_adapters(tiny_model(kind), adapter_size=8)
     expected = {f"{place.format(i)}.adapter.{part}.{p}" for i in range(TINY["num_hidden_layers"])
                 for place in PLACES[kind] for part in ("down", "up") for p in ("weight", "bias")}
     assert {n for n, _ in model.named_parameters() if ".adapter." in n} == expected
@@ -95,7 +95,7 @@ def test_adapters_sit_where_the_role_says(kind):
 def test_adapter_reads_the_output_projection_and_feeds_the_residual_layer_norm(kind):
     """Data flow, not names: each adapter's input is its sub-layer's output projection (dropout is off in
     eval), and the LayerNorm after it receives adapter output + the sub-layer's residual input."""
-    model = add_adapters(tiny_model(kind), bottleneck_size=8)
+    model = add_adapters(tiny_model(kind), adapter_size=8)
     for p in model.parameters():  # non-zero adapters, so an adapter left out of the path would show
         if p.requires_grad:
             nn.init.normal_(p, std=0.1)
@@ -140,7 +140,7 @@ def test_base_size_adapter_count_matches_the_one_formula(config, layers, hidden)
 
 @pytest.mark.parametrize("train_layer_norm", [True, False])
 def test_only_adapters_layer_norm_and_head_are_trainable(train_layer_norm):
-    model = add_adapters(tiny_model("bert"), bottleneck_size=8, train_layer_norm=train_layer_norm)
+    model = add_adapters(tiny_model("bert"), adapter_size=8, train_layer_norm=train_layer_norm)
     counts = count_parameters(model)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     allowed = (".adapter.", "LayerNorm", "classifier.") if train_layer_norm else (".adapter.", "classifier.")
@@ -179,7 +179,7 @@ def test_only_trainable_parameters_get_gradients_and_change(kind):
 def test_save_load_round_trip(tmp_path, kind):
     base, b = tiny_model(kind), batch()
     base_state = copy.deepcopy(base.state_dict())
-    trained = train_steps(add_adapters(copy.deepcopy(base), bottleneck_size=8), b)
+    trained = train_steps(add_adapters(copy.deepcopy(base), adapter_size=8), b)
     path = tmp_path / "adapters.safetensors"
     save_adapters(trained, path)
 
@@ -192,6 +192,20 @@ def test_save_load_round_trip(tmp_path, kind):
     trainable_bytes = sum(t.numel() * t.element_size() for t in adapter_state_dict(trained).values())
     full_bytes = sum(p.numel() * p.element_size() for p in trained.parameters())
     assert trainable_bytes <= path.stat().st_size < trainable_bytes + 16_384 < full_bytes / 3
+
+
+def test_load_reads_files_written_before_the_size_took_the_config_name(tmp_path):
+    """Adapter files saved before the rename carry the size as "bottleneck_size" in their metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    new, old = tmp_path / "new.safetensors", tmp_path / "old.safetensors"
+    save_adapters(add_adapters(tiny_model(), adapter_size=8), new)
+    with safe_open(str(new), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta["bottleneck_size"] = meta.pop("adapter_size")
+    save_file(tensors, str(old), metadata=meta)
+    loaded = load_adapters(tiny_model(), old)
+    assert loaded.adapter_settings["adapter_size"] == 8
 
 
 def test_load_rejects_mismatched_file(tmp_path):

@@ -103,7 +103,7 @@ def test_lora_on_an_encoder_keeps_the_head_trainable():
 
 
 def test_adapters_from_the_real_module():
-    c = M.count_model_parameters("roberta-base", peft="adapter", bottleneck_size=64)
+    c = M.count_model_parameters("roberta-base", peft="adapter", adapter_size=64)
     adapters = 2 * 12 * (2 * 64 * 768 + 64 + 768)
     assert adapters == 2_379_264
     assert c["total"] == 124_647_170 + adapters

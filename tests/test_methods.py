@@ -95,7 +95,7 @@ def test_the_memory_planner_counts_lora_on_each_family(kind):
 
 
 def test_houlsby_on_mpnet_matches_its_formula():
-    method = HoulsbyAdapters(bottleneck_size=4, train_layer_norm=False)
+    method = HoulsbyAdapters(adapter_size=4, train_layer_norm=False)
     model = method.apply(_tiny("mpnet"))
     counts = count_parameters(model)
     assert counts["by_component"]["adapters"]["trainable"] == method.added_parameters(2, 32)
@@ -103,7 +103,7 @@ def test_houlsby_on_mpnet_matches_its_formula():
 
 
 def test_houlsby_policy_matches_its_formula(tmp_path):
-    method = HoulsbyAdapters(bottleneck_size=4, train_layer_norm=False)
+    method = HoulsbyAdapters(adapter_size=4, train_layer_norm=False)
     model = method.apply(_model(tmp_path))
     counts = count_parameters(model)
     assert counts["by_component"]["adapters"]["trainable"] == method.added_parameters(LAYERS, HIDDEN)

@@ -7,6 +7,8 @@ label each card with both numbers.
 """
 from __future__ import annotations
 
+from ..adapters import DEFAULT_ADAPTER_SIZE
+
 GB = 1e9  # the report counts in decimal gigabytes (3e9 parameters x 2 bytes = 6 GB); so do we
 COMPONENTS = ("weights", "gradients", "optimizer_state", "master_weights", "activations", "overhead")
 
@@ -160,7 +162,7 @@ ALLOCATOR_FRACTION = 0.10
 DEFAULT_ASSUMPTIONS = dict(
     precision="mixed", optimizer="adamw", batch_size=4, seq_len=512, checkpointing=False,
     memory_efficient_attention=True, peft=None, peft_fraction=None, lora_rank=16, lora_targets=None,
-    bottleneck_size=64, zero_stage=0, num_gpus=1, device="cuda", overhead=True, activations=None,
+    adapter_size=DEFAULT_ADAPTER_SIZE, zero_stage=0, num_gpus=1, device="cuda", overhead=True, activations=None,
     activations_from="trace", attn_implementation=None)
 PRESETS = {
     # The report: fp16 weights 2 B + fp16 grads 2 B + Adam 4 B per parameter, activations guessed as

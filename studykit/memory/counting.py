@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..adapters import DEFAULT_ADAPTER_SIZE
 from .catalog import (ALL_ROLES, FORMULA_TYPES, LORA_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS_DECODER, _is_encoder,
                       _role, get_config, model_class)
 
@@ -41,18 +42,18 @@ def _first(config, names, default=0.0):
     return default
 
 
-def _traced_stats(config, peft, lora_rank, lora_targets, bottleneck_size):
+def _traced_stats(config, peft, lora_rank, lora_targets, adapter_size):
     """Counts for an architecture the closed form does not know: from the traced build (no layer shape)."""
     from .trace import traced_activations
-    t = traced_activations(config, 1, 8, "fp32", "eager", "cpu", peft=peft, bottleneck_size=bottleneck_size,
+    t = traced_activations(config, 1, 8, "fp32", "eager", "cpu", peft=peft, adapter_size=adapter_size,
                            lora_rank=lora_rank, lora_targets=lora_targets)
     base = traced_activations(config, 1, 8, "fp32", "eager", "cpu")["total"] if peft else t["total"]
-    note = {None: "", "lora": f"LoRA r={lora_rank} (peft)", "adapter": f"Houlsby adapters m={bottleneck_size}"}[peft]
+    note = {None: "", "lora": f"LoRA r={lora_rank} (peft)", "adapter": f"Houlsby adapters adapter_size={adapter_size}"}[peft]
     return dict(arch=None, base=base, total=t["total"], trainable=t["trainable"], shapes=t["shapes"], note=note)
 
 
 @functools.lru_cache(maxsize=64)
-def _meta_stats(config_json, peft, lora_rank, lora_targets, bottleneck_size):
+def _meta_stats(config_json, peft, lora_rank, lora_targets, adapter_size):
     """Build the model on the meta device, optionally with PEFT, and count what we need (cached)."""
     from transformers import AutoConfig
     fields = json.loads(config_json)
@@ -60,7 +61,7 @@ def _meta_stats(config_json, peft, lora_rank, lora_targets, bottleneck_size):
     if peft not in (None, "lora", "adapter"):
         raise ValueError(f"unknown peft {peft!r}: use None, 'lora' or 'adapter' (or peft_fraction=...)")
     if config.model_type not in FORMULA_TYPES:
-        return _traced_stats(config, peft, lora_rank, lora_targets, bottleneck_size)
+        return _traced_stats(config, peft, lora_rank, lora_targets, adapter_size)
     with torch.device("meta"):
         model = model_class(config).from_config(config)
     base_total = sum(p.numel() for p in model.parameters())
@@ -102,22 +103,22 @@ def _meta_stats(config_json, peft, lora_rank, lora_targets, bottleneck_size):
                 added += sum(math.prod(s) for s in head)
     elif peft == "adapter":
         from studykit import adapters  # the real module of Task 3
-        roles, adapter = frozenset(), bottleneck_size
+        roles, adapter = frozenset(), adapter_size
         if config.model_type in adapters.SUPPORTED_MODEL_TYPES:
-            adapters.add_adapters(model, bottleneck_size=bottleneck_size)
+            adapters.add_adapters(model, adapter_size=adapter_size)
             trainable = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
-            note = f"Houlsby adapters m={bottleneck_size} (studykit.adapters.add_adapters)"
+            note = f"Houlsby adapters adapter_size={adapter_size} (studykit.adapters.add_adapters)"
         else:  # same placement and size, counted by formula: add_adapters is checked on SUPPORTED_MODEL_TYPES only
-            d, m = config.hidden_size, bottleneck_size
+            d, m = config.hidden_size, adapter_size
             trainable = [(m, d), (m,), (d, m), (d,)] * (2 * arch.layers)
             trainable += [tuple(mod.weight.shape) for mod in model.modules()
                           if "Norm" in type(mod).__name__ and getattr(mod, "weight", None) is not None]
-            note = f"Houlsby adapters m={bottleneck_size} (2·L·(2md+m+d), counted; add_adapters: BERT-like encoders)"
+            note = f"Houlsby adapters adapter_size={adapter_size} (2·L·(2md+m+d), counted; add_adapters: BERT-like encoders)"
     else:
         raise ValueError(f"unknown peft {peft!r}: use None, 'lora' or 'adapter' (or peft_fraction=...)")
     if peft == "adapter":
         from studykit.adapters import adapter_parameter_count
-        added = adapter_parameter_count(arch.layers, arch.hidden, bottleneck_size)
+        added = adapter_parameter_count(arch.layers, arch.hidden, adapter_size)
     return dict(arch=arch, base=base_total, total=base_total + added,
                 trainable=sum(math.prod(s) for s in trainable), shapes=tuple(trainable), roles=roles,
                 norms_trainable=norms_trainable, adapter_size=adapter,
@@ -125,10 +126,10 @@ def _meta_stats(config_json, peft, lora_rank, lora_targets, bottleneck_size):
                 lora_per_layer=lora_modules / arch.layers, note=note)
 
 
-def _stats(model, peft=None, lora_rank=16, lora_targets=None, bottleneck_size=64):
+def _stats(model, peft=None, lora_rank=16, lora_targets=None, adapter_size=DEFAULT_ADAPTER_SIZE):
     from .trace import config_key
     targets = tuple(lora_targets) if lora_targets else None
-    return _meta_stats(config_key(get_config(model)), peft, lora_rank, targets, bottleneck_size)
+    return _meta_stats(config_key(get_config(model)), peft, lora_rank, targets, adapter_size)
 
 
 def formula_covers(model):
@@ -145,9 +146,9 @@ def architecture(model):
     return arch
 
 
-def count_model_parameters(model, peft=None, lora_rank=16, lora_targets=None, bottleneck_size=64):
+def count_model_parameters(model, peft=None, lora_rank=16, lora_targets=None, adapter_size=DEFAULT_ADAPTER_SIZE):
     """Exact counts from the meta-device model: `total` (tied weights once), `trainable`, `base`."""
-    s = _stats(model, peft, lora_rank, lora_targets, bottleneck_size)
+    s = _stats(model, peft, lora_rank, lora_targets, adapter_size)
     return dict(total=s["total"], trainable=s["trainable"], base=s["base"],
                 percent_trainable=100 * s["trainable"] / s["total"], note=s["note"] or "full fine-tuning")
 

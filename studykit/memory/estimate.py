@@ -86,7 +86,7 @@ def _check_inputs(model, o, seq_len_beyond_positions: bool) -> None:
     if isinstance(model, (int, float)) and not isinstance(model, bool):
         if not (math.isfinite(model) and model >= 1 and model == int(model)):
             raise ValueError(f"a parameter count must be a whole number >= 1, got {model!r}")
-    for name in ("batch_size", "seq_len", "num_gpus", "lora_rank", "bottleneck_size"):
+    for name in ("batch_size", "seq_len", "num_gpus", "lora_rank", "adapter_size"):
         if not _positive_int(o[name]):
             raise ValueError(f"{name} must be an int >= 1, got {o[name]!r}")
     if not (o["activations"] is None or o["activations"] == "weights" or _non_negative(o["activations"])):
@@ -117,7 +117,7 @@ def estimate_memory(model, preset=None, seq_len_beyond_positions: bool = False, 
       checkpointing  full activation recomputation per layer;
       memory_efficient_attention  flash/memory-efficient SDPA (no s² term) vs eager attention;
       peft           None (full fine-tuning), "lora" (lora_rank, lora_targets: module names or
-                     ("all-linear",)) or "adapter" (bottleneck_size); or peft_fraction=f: f x N
+                     ("all-linear",)) or "adapter" (adapter_size); or peft_fraction=f: f x N
                      trainable parameters added to the frozen model, as the report assumes;
       zero_stage, num_gpus  ZeRO-1 shards optimizer state and master weights, ZeRO-2 also gradients,
                      ZeRO-3 also weights, over num_gpus data-parallel GPUs;
@@ -158,7 +158,7 @@ def estimate_memory(model, preset=None, seq_len_beyond_positions: bool = False, 
         shapes = None
     else:
         st = _stats(model, None if peft == "fraction" else peft, o["lora_rank"], o["lora_targets"],
-                    o["bottleneck_size"])
+                    o["adapter_size"])
         base = st["base"]
         shapes = st["shapes"] if peft != "fraction" else None
     if peft == "fraction":
@@ -183,7 +183,7 @@ def estimate_memory(model, preset=None, seq_len_beyond_positions: bool = False, 
     elif o["activations_from"] == "trace" and not _adapters_by_formula(model, peft):
         attn = o["attn_implementation"] or ("sdpa" if o["memory_efficient_attention"] else "eager")
         method = {} if peft == "fraction" else dict(  # fraction: layers as in full fine-tuning
-            peft=peft, lora_rank=o["lora_rank"], lora_targets=o["lora_targets"], bottleneck_size=o["bottleneck_size"])
+            peft=peft, lora_rank=o["lora_rank"], lora_targets=o["lora_targets"], adapter_size=o["adapter_size"])
         out["activations"] = traced_activations(model, o["batch_size"], o["seq_len"], o["precision"], attn,
                                                 o["device"], checkpointing=o["checkpointing"], **method)["activations"]
     elif o["activations_from"] in ("formula", "trace"):

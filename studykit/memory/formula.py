@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..adapters import DEFAULT_ADAPTER_SIZE
 from .catalog import ALL_ROLES, PRECISIONS
 from .counting import Architecture, _stats, architecture
 
@@ -21,7 +22,7 @@ def _precision(name):
 
 
 def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory_efficient_attention=True,
-                     device="cuda", peft=None, lora_rank=16, lora_targets=None, bottleneck_size=64,
+                     device="cuda", peft=None, lora_rank=16, lora_targets=None, adapter_size=DEFAULT_ADAPTER_SIZE,
                      _stats_=None):
     """Activation bytes term by term: `per_layer` [(term, bytes)], `other` [(term, bytes)], `layers`.
 
@@ -42,7 +43,7 @@ def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory
       that keeps the whole last hidden state), the final norm, the output layer's input, and the fp32
       log-softmax of the logits (s·b·vocab·4 bytes).
     """
-    st = _stats_ or _stats(model, peft, lora_rank, lora_targets, bottleneck_size)
+    st = _stats_ or _stats(model, peft, lora_rank, lora_targets, adapter_size)
     a: Architecture = st["arch"] or architecture(model)  # raises, naming the families it knows
     act = _precision(precision)["activations"]
     c = _Counting(a, st, act, mask=1 if device == "cuda" else act, T=batch_size * seq_len, seq=seq_len,

@@ -6,6 +6,7 @@ import importlib.util
 
 import torch
 
+from ..adapters import DEFAULT_ADAPTER_SIZE
 from .catalog import COMPONENTS, OPTIMIZERS, get_config
 from .estimate import estimate_memory
 from .trace import apply_method, build_model, saved_tensor_counter, training_inputs
@@ -44,7 +45,7 @@ def _state_bytes(opt):
 
 
 def measure_memory(model="roberta-base", batch_size=2, seq_len=64, precision="fp32", optimizer="adamw",
-                   peft=None, bottleneck_size=64, lora_rank=16, lora_targets=None, attn_implementation="eager",
+                   peft=None, adapter_size=DEFAULT_ADAPTER_SIZE, lora_rank=16, lora_targets=None, attn_implementation="eager",
                    device=None, seed=0):
     """Bytes per component of one real training step (same keys as `estimate_memory`).
 
@@ -64,7 +65,7 @@ def measure_memory(model="roberta-base", batch_size=2, seq_len=64, precision="fp
     dtype, autocast = MEASURABLE_PRECISIONS[precision]
     torch.manual_seed(seed)
     net = build_model(config, device, dtype, attn_implementation, init=False)
-    net = apply_method(net, config, peft, bottleneck_size=bottleneck_size, lora_rank=lora_rank,
+    net = apply_method(net, config, peft, adapter_size=adapter_size, lora_rank=lora_rank,
                        lora_targets=lora_targets).to(device)
     params = list(net.parameters())
     trainable = [p for p in params if p.requires_grad]

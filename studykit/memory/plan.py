@@ -29,7 +29,7 @@ def method_of(config):
         return (f"LoRA r={method.rank} on {', '.join(targets)}",
                 dict(peft="lora", lora_rank=method.rank, lora_targets=method.target_names))
     if isinstance(method, HoulsbyAdapters):
-        return f"adapters m={method.bottleneck_size}", dict(peft="adapter", bottleneck_size=method.bottleneck_size)
+        return f"adapters m={method.adapter_size}", dict(peft="adapter", adapter_size=method.adapter_size)
     return "full fine-tuning", dict(peft=None)
 
 

@@ -20,6 +20,7 @@ import warnings
 
 import torch
 
+from ..adapters import DEFAULT_ADAPTER_SIZE
 from .catalog import LORA_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS_DECODER, _is_encoder, get_config, model_class
 
 __all__ = ["traced_activations", "build_model", "apply_method", "training_inputs", "SCHEME_DTYPES"]
@@ -44,7 +45,7 @@ def lora_targets_for(config, lora_targets=None):
     return list(peft_defaults.get(config.model_type, LORA_DEFAULT_TARGETS_DECODER))
 
 
-def apply_method(net, config, peft=None, bottleneck_size=64, lora_rank=16, lora_targets=None):
+def apply_method(net, config, peft=None, adapter_size=DEFAULT_ADAPTER_SIZE, lora_rank=16, lora_targets=None):
     """Full fine-tuning (None), Task 3's Houlsby adapters ("adapter") or LoRA with peft ("lora")."""
     if peft is None:
         return net
@@ -53,7 +54,7 @@ def apply_method(net, config, peft=None, bottleneck_size=64, lora_rank=16, lora_
         if config.model_type not in adapters.SUPPORTED_MODEL_TYPES:
             raise ValueError(f"our adapters support {', '.join(adapters.SUPPORTED_MODEL_TYPES)}, not "
                              f"{config.model_type!r}; use peft='lora' for this architecture")
-        adapters.add_adapters(net, bottleneck_size=bottleneck_size)
+        adapters.add_adapters(net, adapter_size=adapter_size)
         return net
     if peft == "lora":
         from peft import LoraConfig, get_peft_model  # pip install peft
@@ -227,7 +228,7 @@ def config_key(config):
 
 
 def traced_activations(model, batch_size=4, seq_len=512, precision="mixed", attn_implementation="sdpa",
-                       device="cuda", peft=None, bottleneck_size=64, lora_rank=16, lora_targets=None,
+                       device="cuda", peft=None, adapter_size=DEFAULT_ADAPTER_SIZE, lora_rank=16, lora_targets=None,
                        checkpointing=False):
     """Bytes autograd keeps for backward in one training step, and the parameter counts of that model.
 
@@ -243,7 +244,7 @@ def traced_activations(model, batch_size=4, seq_len=512, precision="mixed", attn
     config = get_config(model)
     method = dict(peft=peft)
     if peft == "adapter":
-        method["bottleneck_size"] = int(bottleneck_size)
+        method["adapter_size"] = int(adapter_size)
     elif peft == "lora":
         method.update(lora_rank=int(lora_rank), lora_targets=tuple(lora_targets) if lora_targets else None)
     try:

@@ -85,7 +85,7 @@ def _peft_assumptions(method, size):
     if method == "lora":
         return dict(peft="lora", lora_rank=int(size))
     if method == "adapter":
-        return dict(peft="adapter", bottleneck_size=int(size))
+        return dict(peft="adapter", adapter_size=int(size))
     if method == "fraction":
         return dict(peft_fraction=float(size) / 100)
     raise ValueError(f"unknown PEFT method {method!r}: lora, adapter or fraction (size in %)")
@@ -241,7 +241,7 @@ def report_walk(model="llama-3.2-3b", precision="autocast", batch_size=4, seq_le
     keywords) from its 12.12 GB; then the real parameter count, the precision scheme's bytes per
     parameter, the activations of the real layers at batch x sequence length, and the GPU overhead.
     """
-    method = dict(peft=peft, **{k: assumptions.pop(k) for k in ("lora_rank", "lora_targets", "bottleneck_size")
+    method = dict(peft=peft, **{k: assumptions.pop(k) for k in ("lora_rank", "lora_targets", "adapter_size")
                                 if k in assumptions}) if peft else {}
     start = estimate_memory(3e9, preset="report", **(dict(peft_fraction=0.005) if peft else {}))
     real_n = estimate_memory(model, preset="report", **method)
