@@ -17,8 +17,8 @@ from studykit.costs import training_memory
 from studykit.data import DataError, audit_dataset, describe_overlaps, get_dataset
 from studykit.findings import (adapter_share, describe_time_per_epoch, settings_beside_report, summary_box,
                                task2_findings, task3_findings, time_per_epoch, what_did_not_run, what_ran)
-from studykit.grid import (NothingFinished, SettingsError, check_settings, describe_grid, failure_record,
-                           launch_grid, run_grid)
+from studykit.attempt import failure_record
+from studykit.grid import NothingFinished, SettingsError, check_settings, describe_grid, launch_grid, run_grid
 from studykit.hardware import cpu_supports_bf16, resolve_precision
 from studykit.memory import (ACTIVATION_TOLERANCE, MODEL_CONFIGS, PRECISIONS, TOTAL_TOLERANCE, activation_terms,
                              breakdown_table, bytes_per_parameter, count_model_parameters, describe_machine,

@@ -35,7 +35,7 @@ SIDES = {  # name: (label, precision, length grouping); ours' precision is set p
 
 def labels_of(dataset: str):
     from studykit.config import RunConfig
-    from studykit.training import label_names
+    from studykit.pipeline import label_names
     return label_names(RunConfig("tiny-bert", dataset))
 
 
@@ -63,7 +63,8 @@ def run_ours(job: dict) -> dict:
     """One epoch of the engine over the job's data (a fresh run folder each time)."""
     import torch
     from studykit.modeling import load_model_and_tokenizer
-    from studykit.training import build_loaders, sampler_seed, tokenize_dataset, train_run
+    from studykit.pipeline import build_loaders, sampler_seed, tokenize_dataset
+    from studykit.training import train_run
     config = _ours_config(job)
     shutil.rmtree(config.run_dir, ignore_errors=True)
     summary = train_run(config)
@@ -179,7 +180,8 @@ def evaluate_ours(job: dict) -> dict:
     import torch
     from accelerate import Accelerator
     from studykit.modeling import load_model_and_tokenizer
-    from studykit.training import build_loaders, eval_batch_size_for, evaluate, tokenize_dataset
+    from studykit.pipeline import build_loaders, eval_batch_size_for, tokenize_dataset
+    from studykit.evaluation import evaluate
     config = _ours_config(job)
     model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels_of(job["dataset"])), config.cache_dir)
     encoded = tokenize_dataset(config, tokenizer)
@@ -228,7 +230,7 @@ def prepare_data(job: dict) -> dict:
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
     from studykit.modeling import load_model_and_tokenizer
-    from studykit.training import sampler_seed, tokenize_dataset
+    from studykit.pipeline import sampler_seed, tokenize_dataset
     config = _ours_config(job)
     shutil.rmtree(config.cache_dir / "tokenized", ignore_errors=True)
     times = []

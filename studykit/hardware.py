@@ -8,8 +8,11 @@ import os
 import platform
 import re
 
+import torch
+
 __all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel", "PRECISIONS",
-           "emulates_bf16", "threads_label", "hardware_label", "describe_machine"]
+           "emulates_bf16", "threads_label", "hardware_label", "describe_machine",
+           "run_hardware_label"]
 
 # Set to 0 or 1 to run as if this CPU had no native bf16, or had it: every branch that depends on it, both ways.
 CPU_BF16_ENV = "STUDYKIT_CPU_BF16"
@@ -29,8 +32,6 @@ def cpu_name() -> str:
 def describe_machine() -> str:
     """This machine in one line, as the notebooks print it: the GPUs, or the CPU with its cores and whether it
     has native bf16 (the kind of CPU a figure came from)."""
-    import torch
-
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         return f"GPU: {torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB"
@@ -42,6 +43,14 @@ def describe_machine() -> str:
 def threads_label(n: int) -> str:
     """`n` torch threads in words ("1 thread", "2 threads")."""
     return f"{n} thread{'' if n == 1 else 's'}"
+
+
+def run_hardware_label(num_processes: int) -> str:
+    """What a run trained on, as its summary records it: processes x the GPU, or x the CPU with this process's
+    torch threads (a grid's workers share the cores, so the threads say more than the core count)."""
+    if torch.cuda.is_available():
+        return f"{num_processes} x {torch.cuda.get_device_name()}"
+    return f"{num_processes} x CPU {cpu_name()}, {threads_label(torch.get_num_threads())}"
 
 
 def hardware_label(recorded: str) -> str:
@@ -59,8 +68,6 @@ def cpu_supports_bf16() -> bool:
 
 
 def _cpu_bf16_features() -> tuple[str, ...]:
-    import torch
-
     forced = os.environ.get(CPU_BF16_ENV, "").strip()
     if forced in ("0", "1"):  # the other branch on purpose: tests and benchmarks of the other kind of CPU
         return ("native bf16 (forced by $STUDYKIT_CPU_BF16=1)",) if forced == "1" else ()
@@ -78,8 +85,6 @@ def resolve_precision(precision: str) -> tuple[str, str]:
     (else fp16), bf16 autocast on CPUs with native bf16 (else fp32); an explicit precision stays as it is."""
     if precision != "auto":
         return precision, "set explicitly"
-    import torch
-
     if torch.cuda.is_available():
         if torch.cuda.is_bf16_supported():
             return "bf16", "auto: GPU supports bf16"
@@ -93,8 +98,6 @@ def resolve_precision(precision: str) -> tuple[str, str]:
 def emulates_bf16(resolved_precision: str) -> bool:
     """Whether a run in `resolved_precision` would run bf16 on a CPU that only emulates it (several times
     slower than fp32 there): what a grid warns about before it trains such runs."""
-    import torch
-
     return resolved_precision == "bf16" and not torch.cuda.is_available() and not cpu_supports_bf16()
 
 
@@ -104,8 +107,6 @@ def resolve_dropout_kernel(kernel: str) -> tuple[str, str]:
     (see studykit/dropout.py); an explicit choice stays as it is."""
     if kernel != "auto":
         return kernel, "set explicitly"
-    import torch
-
     if torch.cuda.is_available():
         return "torch", "auto: GPU (torch's dropout is cheap there)"
     return "int16", "auto: CPU (torch's dropout mask draws one random number per element)"

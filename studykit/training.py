@@ -1,190 +1,55 @@
 """The engine: `train_run` trains one `RunConfig` on Hugging Face Accelerate and writes its run folder.
 
 The same code runs in one process and in several (`accelerate launch`, `torchrun`, or
-`launch_grid(..., num_processes=N)` from a notebook). The run-folder protocol is `studykit.runs`; grids of
+`launch_grid(..., num_processes=N)` from a notebook). Below it: the data pipeline (`studykit.pipeline`),
+evaluation and selection on dev (`studykit.evaluation`), the run-folder protocol (`studykit.runs`); grids of
 runs are `studykit.grid`, one layer up.
 """
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import math
-import os
 import platform
-import shutil
-import sys
 import time
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import accelerate
 import datasets
-import numpy as np
 import torch
-import torch.nn.functional as F
 import transformers
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import gather_object, set_seed
-from sklearn.metrics import accuracy_score, f1_score
-from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from accelerate.utils import set_seed
+from transformers import get_linear_schedule_with_warmup
 
 from .adapters import count_parameters
 from .config import RunConfig
-from .data import DATASETS, dataset_source, get_dataset
+from .data import dataset_source, get_dataset
 from .dropout import use_int16_dropout
-from .hardware import cpu_name, resolve_dropout_kernel, resolve_precision, threads_label
+from .evaluation import DevSelection, evaluate
+from .hardware import resolve_dropout_kernel, resolve_precision, run_hardware_label
 from .meter import SpeedMeter
 from .methods import method_for
-from .modeling import load_model_and_tokenizer, safe_name
+from .modeling import load_model_and_tokenizer
+from .pipeline import (DataChanged, build_loaders, eval_batch_size_for, label_names, main_process_first,
+                       sampler_seed, tokenize_dataset)
 from .progress import progress_bar, progress_write
-from .runs import RunFolder, check_writable
+from .runs import RunFolder, check_writable, safe_name
 
 try:  # peak RSS of this process; the module does not exist on Windows
     import resource
 except ImportError:  # pragma: no cover - Windows
     resource = None
 
-__all__ = ["train_run", "tokenize_dataset", "evaluate",
-           "eval_batch_size_for", "build_loaders", "Loaders", "label_names", "sampler_seed",
-           "TrainingDiverged", "DataChanged", "estimate_training_seconds"]
+__all__ = ["train_run", "RunSetup", "TrainingDiverged", "estimate_training_seconds"]
 
 datasets.disable_progress_bars()          # one progress bar per run is ours; library bars are noise
 transformers.utils.logging.disable_progress_bar()
 
 
-# ----------------------------------------------------------------------------- data pipeline
-
-def tokenize_dataset(config: RunConfig, tokenizer, accelerator: Accelerator | None = None):
-    """Tokenized train/test splits (and dev, when the run selects on it), cached on disk per
-    (tokenizer, dataset and splits, max_length).
-
-    The cache lives under `<results_dir>/.cache/tokenized/`, so the runs of a grid after the first
-    load it in well under a second instead of tokenizing again.
-    """
-    fingerprint = config.data_fingerprint()
-    key = hashlib.sha256(json.dumps({
-        "tokenizer": tokenizer.name_or_path, "vocab": len(tokenizer), "sep": tokenizer.sep_token,
-        "data": fingerprint, "max_length": config.max_length,
-        "class": type(tokenizer).__name__}, sort_keys=True).encode()).hexdigest()[:16]
-    path = config.cache_dir / "tokenized" / key
-
-    def build():
-        if (path / "dataset_dict.json").is_file():
-            return
-        raw = get_dataset(config.dataset, tokenizer.sep_token, config.data_dir, dev=config.uses_dev)
-        encoded = raw.map(lambda b: tokenizer(b["text"], truncation=True, max_length=config.max_length),
-                          batched=True, remove_columns=["text"])
-        encoded = encoded.map(lambda b: {"length": [len(x) for x in b["input_ids"]]}, batched=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            if config.data_fingerprint() != fingerprint:  # never cache text under another key
-                raise DataChanged(f"the data files of {config.dataset} changed while they were read; run again")
-            encoded.save_to_disk(str(tmp))
-            tmp.replace(path)
-        except OSError:  # a sweep worker beside us finished the same cache first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (path / "dataset_dict.json").is_file():
-                raise
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    _main_process_first(accelerator, build)
-    return datasets.load_from_disk(str(path))
-
-
-def _main_process_first(accelerator: Accelerator | None, build):
-    """`build()` on the main process, then on the others (it fills a cache they read), and its result.
-
-    Unlike Accelerate's `main_process_first`, an error cannot leave the processes waiting at different
-    barriers (a deadlock): after each turn all processes learn whether it failed, and all raise.
-    """
-    if accelerator is None or accelerator.num_processes == 1:
-        return build()
-    result, error = None, None
-    for main_turn in (True, False):
-        if accelerator.is_main_process == main_turn:
-            try:
-                result = build()
-            except Exception as err:
-                error = err
-        failures = [f for f in gather_object([error and f"{type(error).__name__}: {error}"]) if f]
-        if error is not None:
-            raise error
-        if failures:
-            raise RuntimeError(f"failed on another process: {failures[0]}")
-    return result
-
-
-def eval_batch_size_for(config, device_type: str) -> int:
-    """The evaluation batch per device: the config's, else 256 on a GPU and 32 on CPU.
-
-    On CPU a batch of 32 already keeps the matmuls busy and a larger one spans a wider range of lengths
-    (more padding); a GPU needs the larger batch to fill its cores (bench/throughput.py measures both)."""
-    if config.eval_batch_size:
-        return config.eval_batch_size
-    return 256 if device_type == "cuda" else 32
-
-
-def label_names(config) -> list[str]:
-    """Class names without loading text: the data module decides them."""
-    names = [config.dataset] if isinstance(config.dataset, str) else list(config.dataset)
-    return [label for n in names for label in DATASETS[n.rsplit("_", 1)[0]].labels]
-
-
-def sampler_seed(config, epoch: int) -> int:
-    """The seed of the training sampler in `epoch`: a new, reproducible order each epoch."""
-    return config.seed * 1000 + epoch
-
-
-class Loaders(NamedTuple):
-    """A run's data loaders: train (length-grouped or shuffled), test and dev (sorted by length, with an `idx`
-    column; dev is None without a dev split), and the train sampler's generator."""
-    train: DataLoader
-    test: DataLoader
-    generator: torch.Generator
-    dev: DataLoader | None = None
-
-
-def build_loaders(config, encoded, tokenizer, per_device_batch_size: int, pad_multiple,
-                  eval_batch_size: int) -> Loaders:
-    """The run's `Loaders`; dev only where `encoded` has a dev split (runs selected on dev)."""
-    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple)
-    columns = ["input_ids", "attention_mask", "label"]
-    train = encoded["train"]
-    generator = torch.Generator().manual_seed(config.seed)
-    if config.group_by_length:
-        # A plain list: the sampler reads lengths[i] once per example every epoch, and on a datasets
-        # Column each read is an Arrow lookup inside the timed loop.
-        sampler = LengthGroupedSampler(per_device_batch_size, lengths=list(train["length"]), generator=generator)
-    else:
-        sampler = torch.utils.data.RandomSampler(train, generator=generator)
-    train_loader = DataLoader(train.select_columns(columns), batch_size=per_device_batch_size, sampler=sampler,
-                              collate_fn=collate)
-    dev = eval_loader(encoded["dev"], collate, eval_batch_size) if "dev" in encoded else None
-    return Loaders(train_loader, eval_loader(encoded["test"], collate, eval_batch_size), generator, dev)
-
-
-def eval_loader(split, collate, eval_batch_size: int) -> DataLoader:
-    """An evaluation loader over a tokenized split, sorted by length (nearly no padding; the order does not
-    change the metrics), with an `idx` column that maps each prediction back to the split's order."""
-    columns = ["input_ids", "attention_mask", "label", "idx"]
-    split = split.add_column("idx", list(range(len(split))))
-    order = np.argsort(split["length"], kind="stable")[::-1]
-    return DataLoader(split.select(order).select_columns(columns), batch_size=eval_batch_size, shuffle=False,
-                      collate_fn=collate)
-
-
-# ----------------------------------------------------------------------------- training
-
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class DataChanged(RuntimeError):
-    """The data files changed while a run used them: its results would be filed under the wrong data."""
 
 
 # Accelerate's names for the precisions a run resolves to: the one place our vocabulary meets Accelerate's.
@@ -216,40 +81,6 @@ def _optimizer(model, config, fused: bool):
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused or None)
 
 
-@torch.inference_mode()
-def evaluate(model, loader, accelerator, num_labels: int | None = None) -> dict:
-    """Accuracy, macro-F1 over all `num_labels` classes (every class of the dataset, also on a subset where
-    one is absent), micro-F1 (equal to accuracy for single-label data) and mean loss over the test set,
-    every example once, plus `predictions`: the predicted label of each example in the test split's order."""
-    model.eval()
-    preds, labels, losses, index = [], [], [], []
-    for batch in loader:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = F.cross_entropy(logits.float(), batch["labels"], reduction="none")
-        # Gathered once per batch, so the last batch's padding duplicates are dropped (see Accelerate docs).
-        p, y, l, i = accelerator.gather_for_metrics((logits.argmax(-1), batch["labels"], loss, batch["idx"]))
-        preds.append(p.cpu()), labels.append(y.cpu()), losses.append(l.float().cpu()), index.append(i.cpu())
-        num_labels = num_labels or logits.shape[-1]
-    model.train()
-    y_pred, y_true = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-    in_split_order = np.empty_like(y_pred)
-    in_split_order[torch.cat(index).numpy()] = y_pred  # the loader is sorted by length
-    classes = list(range(num_labels))
-    return {"accuracy": float(accuracy_score(y_true, y_pred)),
-            "f1_macro": float(f1_score(y_true, y_pred, average="macro", labels=classes, zero_division=0)),
-            "f1_micro": float(f1_score(y_true, y_pred, average="micro")),
-            "eval_loss": float(torch.cat(losses).mean()), "eval_examples": int(len(y_true)),
-            "predictions": in_split_order.tolist()}
-
-
-def _hardware(accelerator) -> str:
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name()
-    else:
-        name = f"CPU {cpu_name()}, {threads_label(torch.get_num_threads())}"
-    return f"{accelerator.num_processes} x {name}"
-
-
 def _versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "accelerate": accelerate.__version__,
@@ -273,7 +104,7 @@ def _check_max_length(config, model, tokenizer) -> None:
                          f"({min(limits)} tokens); set max_length <= {min(limits)}")
 
 
-def _model_and_data(config: RunConfig, accelerator: Accelerator):
+def _model_and_data(config: RunConfig, setup: "RunSetup", accelerator: Accelerator):
     """The model with its method applied, and the loaders; sets the accumulation steps on `accelerator`."""
     nproc = accelerator.num_processes
     per_device = config.per_device_batch_size or config.batch_size // nproc
@@ -284,12 +115,12 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     accelerator.gradient_accumulation_steps = config.batch_size // (per_device * nproc)
     set_seed(config.seed)  # before the model is built: the classifier head's init depends on it
     labels = label_names(config)
-    model, tokenizer = _main_process_first(  # one process builds (or downloads) the model, the others read it
+    model, tokenizer = main_process_first(  # one process builds (or downloads) the model, the others read it
         accelerator, lambda: load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir,
                                                       config.dropout, labels))
     _check_max_length(config, model, tokenizer)
-    model = method_for(config).apply(model)
-    if config.resolved_dropout_kernel == "int16":
+    model = setup.method.apply(model)
+    if setup.dropout_kernel == "int16":
         use_int16_dropout(model)  # after the method: adapters' and LoRA's dropout modules are swapped too
     encoded = tokenize_dataset(config, tokenizer, accelerator)
     if config.batch_size > len(encoded["train"]):  # every step would silently use the whole split instead
@@ -297,7 +128,7 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
                          f"examples of {config.dataset}; choose batch_size <= {len(encoded['train'])}")
     # Multiples of 8 feed a GPU's tensor cores under mixed precision; on CPU they are only extra tokens
     # (one whole bf16 restaurant run trained 6 % faster without them: README, Performance)
-    pad_multiple = 8 if accelerator.mixed_precision != "no" and accelerator.device.type != "cpu" else None
+    pad_multiple = 8 if setup.precision != "fp32" and accelerator.device.type != "cpu" else None
     eval_batch_size = eval_batch_size_for(config, accelerator.device.type)
     loaders = build_loaders(config, encoded, tokenizer, per_device, pad_multiple, eval_batch_size)
     if accelerator.is_main_process:
@@ -310,42 +141,83 @@ def _model_and_data(config: RunConfig, accelerator: Accelerator):
     return model, labels, loaders
 
 
-class DevSelection:
-    """Selection on the dev split (`early_stopping_patience`): keeps the test metrics and predictions of the
-    evaluation with the best dev macro-F1 (and, for methods that save weights, those weights), and says
-    when `patience` evaluations in a row have not improved on it. Test is never used to choose."""
+@dataclass(frozen=True)
+class RunSetup:
+    """What a run decides once, at its start, on this machine: its precision, its dropout kernel and its
+    training method, each with the reason the summary records. Everything below reads them from here."""
+    precision: str
+    precision_reason: str
+    dropout_kernel: str
+    dropout_kernel_reason: str
+    method: object  # a studykit.methods object: FullFineTuning, HoulsbyAdapters or LoRA
 
-    def __init__(self, patience: int, keep_weights: bool):
-        self.patience, self.keep_weights = patience, keep_weights
-        self.best_f1, self.best, self.weights, self.since_best = -1.0, None, None, 0
+    @classmethod
+    def decide(cls, config: RunConfig) -> "RunSetup":
+        return cls(*resolve_precision(config.precision), *resolve_dropout_kernel(config.dropout_kernel),
+                   method_for(config))
 
-    def update(self, dev_f1: float, test_metrics: dict, predictions, step: int, epoch: float, model) -> bool:
-        """Record one evaluation; True when training should stop."""
-        if dev_f1 > self.best_f1:
-            self.best_f1, self.since_best = dev_f1, 0
-            self.best = {"metrics": dict(test_metrics), "predictions": predictions, "step": step, "epoch": epoch}
-            if self.keep_weights:  # trainable weights only (adapters, LoRA, head): small, kept on the host
-                self.weights = {n: p.detach().to("cpu", copy=True)
-                                for n, p in model.named_parameters() if p.requires_grad}
-        else:
-            self.since_best += 1
-        return self.since_best >= self.patience
-
-    def restore(self, model) -> None:
-        """Put the selected weights back into `model` (the unwrapped one) before it is saved."""
-        if self.weights:
-            params = dict(model.named_parameters())
-            with torch.no_grad():
-                for name, value in self.weights.items():
-                    params[name.removeprefix("module.")].copy_(value)
+    def recorded(self) -> dict:
+        """The decisions as the summary records them."""
+        return {"precision": self.precision, "precision_reason": self.precision_reason,
+                "dropout_kernel": self.dropout_kernel, "dropout_kernel_reason": self.dropout_kernel_reason}
 
 
-def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, list, object]:
+class _Schedule(NamedTuple):
+    """Optimizer steps: per epoch, in all (max_steps may cut it), and how often to evaluate."""
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+
+    @classmethod
+    def of(cls, config: RunConfig, batches_per_epoch: int, accumulation: int) -> "_Schedule":
+        per_epoch = math.ceil(batches_per_epoch / accumulation)
+        return cls(per_epoch, min(per_epoch * config.epochs, config.max_steps or math.inf),
+                   max(1, per_epoch // config.evals_per_epoch))
+
+
+class _Evaluations:
+    """The run's evaluations: test (and dev, with selection on dev) metrics appended to the log, timed apart
+    from training, and the dev selection's verdict."""
+
+    def __init__(self, accelerator, test_loader, dev_loader, num_labels: int, selection, meter, log: list):
+        self.accelerator, self.test_loader, self.dev_loader = accelerator, test_loader, dev_loader
+        self.num_labels, self.selection, self.meter, self.log = num_labels, selection, meter, log
+        self.predictions = None
+
+    def _split(self, model, loader, split: str, step: int, epoch: float) -> dict:
+        self.meter.start_eval()
+        metrics = evaluate(model, loader, self.accelerator, self.num_labels)
+        predictions = metrics.pop("predictions")
+        self.meter.end_eval(metrics["eval_examples"])
+        self.log.append({"step": step, "epoch": epoch, "split": split, **metrics})
+        return {**metrics, "predictions": predictions}
+
+    def run(self, model, step: int, epoch: float, bar) -> bool:
+        """Evaluate now; True when selection on dev says to stop."""
+        test = self._split(model, self.test_loader, "test", step, epoch)
+        self.predictions = test.pop("predictions")
+        bar.set_postfix(acc=f"{test['accuracy']:.3f}", f1=f"{test['f1_macro']:.3f}", refresh=False)
+        if self.selection is None:
+            return False
+        dev = self._split(model, self.dev_loader, "dev", step, epoch)
+        return self.selection.update(dev["f1_macro"], test, self.predictions, step, epoch,
+                                     self.accelerator.unwrap_model(model))
+
+
+def _log_train_loss(log: list, accelerator, loss_sum, loss_count: int, step: int, epoch: float, lr: float) -> None:
+    value = accelerator.reduce(loss_sum, "mean").item() / loss_count
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training loss is {value} at step {step}; lower the learning "
+                               "rate or use fp32/bf16 instead of fp16")
+    log.append({"step": step, "epoch": epoch, "split": "train", "loss": value, "lr": lr})
+    loss_sum.zero_()
+
+
+def _train(config: RunConfig, setup: RunSetup, accelerator: Accelerator) -> tuple[dict, list, list, object]:
     """Train and evaluate; returns (summary, metrics log, final test predictions, the trained model)."""
     t_prep = time.perf_counter()
-    model, labels, (train_loader, test_loader, generator, dev_loader) = _model_and_data(config, accelerator)
+    model, labels, (train_loader, test_loader, generator, dev_loader) = _model_and_data(config, setup, accelerator)
     data_prep_s = time.perf_counter() - t_prep
-
     # Fused AdamW on CPU too: one kernel instead of a Python loop over every parameter tensor.
     optimizer = _optimizer(model, config, fused=accelerator.device.type in ("cuda", "cpu"))
     if config.compile:
@@ -355,22 +227,20 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
     if dev_loader is not None:
         dev_loader = accelerator.prepare(dev_loader)
         selection = DevSelection(config.early_stopping_patience,
-                                 keep_weights=bool(method_for(config).weights_file and config.save_adapter))
-    accum = accelerator.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(len(train_loader) / accum)
-    total_steps = min(steps_per_epoch * config.epochs, config.max_steps or math.inf)
+                                 keep_weights=bool(setup.method.weights_file and config.save_adapter))
+    schedule = _Schedule.of(config, len(train_loader), accelerator.gradient_accumulation_steps)
     # Stepped once per optimizer step, by us, so the schedule is the same for any process count. Warm-up
     # steps are rounded up, as the Trainer does (TrainingArguments.get_warmup_steps).
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
-    eval_every = max(1, steps_per_epoch // config.evals_per_epoch)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * schedule.total_steps),
+                                                schedule.total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
-
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     meter, log, step, stop_early = SpeedMeter(accelerator.device), [], 0, False
+    evaluations = _Evaluations(accelerator, test_loader, dev_loader, len(labels), selection, meter, log)
     loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
-    bar = progress_bar(total=total_steps, desc=f"{safe_name(config.model_name)} {config.dataset} s{config.seed}",
-                       disable=not accelerator.is_local_main_process, leave=False)
+    bar = progress_bar(total=schedule.total_steps, disable=not accelerator.is_local_main_process, leave=False,
+                       desc=f"{safe_name(config.model_name)} {config.dataset} s{config.seed}")
     model.train()
     for epoch in range(config.epochs):
         generator.manual_seed(sampler_seed(config, epoch))
@@ -393,79 +263,64 @@ def _train(config: RunConfig, accelerator: Accelerator) -> tuple[dict, list, lis
                 scheduler.step()
             step += 1
             bar.update(1)
-            if step % config.log_every == 0 or step == total_steps:
-                value = accelerator.reduce(loss_sum, "mean").item() / loss_count
-                if not math.isfinite(value):
-                    raise TrainingDiverged(f"training loss is {value} at step {step}; lower the learning "
-                                           "rate or use fp32/bf16 instead of fp16")
-                log.append({"step": step, "epoch": step / steps_per_epoch, "split": "train", "loss": value,
-                            "lr": scheduler.get_last_lr()[0]})
-                loss_sum.zero_()
+            if step % config.log_every == 0 or step == schedule.total_steps:
+                _log_train_loss(log, accelerator, loss_sum, loss_count, step, step / schedule.steps_per_epoch,
+                                scheduler.get_last_lr()[0])
                 loss_count = 0
-            if step % eval_every == 0 or step == total_steps:
-                meter.start_eval()
-                metrics = evaluate(model, test_loader, accelerator, len(labels))
-                predictions = metrics.pop("predictions")
-                meter.end_eval(metrics["eval_examples"])
-                log.append({"step": step, "epoch": step / steps_per_epoch, "split": "test", **metrics})
-                bar.set_postfix(acc=f"{metrics['accuracy']:.3f}", f1=f"{metrics['f1_macro']:.3f}", refresh=False)
-                if selection is not None:
-                    meter.start_eval()
-                    dev = evaluate(model, dev_loader, accelerator, len(labels))
-                    dev.pop("predictions")
-                    meter.end_eval(dev["eval_examples"])
-                    log.append({"step": step, "epoch": step / steps_per_epoch, "split": "dev", **dev})
-                    stop_early = selection.update(dev["f1_macro"], metrics, predictions, step,
-                                                  step / steps_per_epoch, accelerator.unwrap_model(model))
-            if step >= total_steps or stop_early:
+            if step % schedule.eval_every == 0 or step == schedule.total_steps:
+                stop_early = evaluations.run(model, step, step / schedule.steps_per_epoch, bar)
+            if step >= schedule.total_steps or stop_early:
                 break
         meter.end_epoch()
-        if step >= total_steps or stop_early:
+        if step >= schedule.total_steps or stop_early:
             break
     bar.close()
+    model = accelerator.unwrap_model(model)
+    summary, predictions = _summary(config, setup, accelerator, log, evaluations, step, schedule, stop_early, model)
+    summary.update(**meter.summary(accelerator), data_prep_s=data_prep_s,
+                   checkpoint_bytes=sum(p.numel() * p.element_size() for p in params),
+                   pad_to_multiple_of=getattr(train_loader.collate_fn, "pad_to_multiple_of", None))
+    return summary, log, predictions, model
 
+
+def _summary(config, setup, accelerator, log, evaluations, step, schedule, stop_early, model) -> tuple[dict, list]:
+    """The run's summary (what summary.json records beside speed) and its final test predictions: those of the
+    last evaluation, or, with selection on dev, of the one dev chose (whose weights go back into `model`)."""
     keys = ("accuracy", "f1_macro", "f1_micro", "eval_loss", "eval_examples")
     final = {k: next(r for r in reversed(log) if r["split"] == "test")[k] for k in keys}
-    selected = {}
+    predictions, selected, selection = evaluations.predictions, {}, evaluations.selection
     if selection is not None:  # the test metrics of the evaluation chosen on dev, not the last one
         final = {k: selection.best["metrics"][k] for k in keys}
         predictions = selection.best["predictions"]
         selected = {"selected_on": "dev macro-F1", "selected_step": selection.best["step"],
                     "selected_epoch": selection.best["epoch"], "dev_f1_macro": selection.best_f1,
-                    "stopped_early": bool(stop_early and step < total_steps),
+                    "stopped_early": bool(stop_early and step < schedule.total_steps),
                     "dev_examples": next(r for r in reversed(log) if r["split"] == "dev")["eval_examples"]}
-    model = accelerator.unwrap_model(model)
-    if selection is not None:
         selection.restore(model)  # the saved weights are the selected ones
     counts = count_parameters(model)
-    summary = {
+    return {
         **final, "status": "finished", **selected,
         "train_loss": next(r["loss"] for r in reversed(log) if r["split"] == "train"), "steps": step,
-        "epochs_trained": step / steps_per_epoch,  # fractional where selection on dev stopped mid-epoch
-        **meter.summary(accelerator), "eval_batch_size": eval_batch_size_for(config, accelerator.device.type),
-        "data_prep_s": data_prep_s,
+        "epochs_trained": step / schedule.steps_per_epoch,  # fractional where selection on dev stopped mid-epoch
+        "eval_batch_size": eval_batch_size_for(config, accelerator.device.type),
         "trainable_params": counts["trainable"], "total_params": counts["total"],
-        "checkpoint_bytes": sum(p.numel() * p.element_size() for p in params),
-        "num_labels": len(labels), "num_processes": accelerator.num_processes, "gradient_accumulation": accum,
-        **dict(zip(("dropout_kernel", "dropout_kernel_reason"), resolve_dropout_kernel(config.dropout_kernel))),
-        "pad_to_multiple_of": getattr(train_loader.collate_fn, "pad_to_multiple_of", None),
-        "hardware": _hardware(accelerator), "versions": _versions(),
+        "num_labels": evaluations.num_labels, "num_processes": accelerator.num_processes,
+        "gradient_accumulation": accelerator.gradient_accumulation_steps,
+        **setup.recorded(), "hardware": run_hardware_label(accelerator.num_processes), "versions": _versions(),
         **_peak_memory(accelerator),
-    }
-    del optimizer, train_loader, test_loader, dev_loader, selection
-    return summary, log, predictions, model
+    }, predictions
 
 
 def estimate_training_seconds(config: RunConfig) -> float:
     """At most how long `config` trains on this machine: one optimizer step at its per-device batch, padded to
     max_length (no batch is longer) in its precision, timed after a warm-up step, times its steps. Evaluation
     is not counted. Nothing is written; the random state of the caller is left as it was."""
-    precision = resolve_precision(config.precision)[0]
+    setup = RunSetup.decide(config)
     labels = label_names(config)
     with torch.random.fork_rng(devices=[]):
         model, tokenizer = load_model_and_tokenizer(config.model_name, len(labels), config.cache_dir, config.dropout,
                                                     labels)
-        model = method_for(config).apply(model).train()
+        model = setup.method.apply(model).train()
         train_examples = len(get_dataset(config.dataset, tokenizer.sep_token, config.data_dir)["train"])
         per_device = min(config.per_device_batch_size or config.batch_size, config.batch_size)
         inputs = dict(input_ids=torch.randint(0, len(tokenizer), (per_device, config.max_length)),
@@ -475,7 +330,7 @@ def estimate_training_seconds(config: RunConfig) -> float:
 
         def one_step():
             for _ in range(config.batch_size // per_device):  # gradient accumulation's micro-steps
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=setup.precision == "bf16"):
                     loss = model(**inputs).loss
                 loss.backward()
             optimizer.step()
@@ -501,23 +356,22 @@ def train_run(config: RunConfig) -> dict:
         torch.set_num_threads(config.num_threads)
     torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls on Ampere+: fp32 accuracy is not needed here
     torch.backends.cudnn.allow_tf32 = True
-    precision, precision_reason = resolve_precision(config.precision)  # decided here, once per run
-    accelerator = _accelerator(precision)
+    setup = RunSetup.decide(config)  # precision, dropout kernel and method: decided here, once per run
+    accelerator = _accelerator(setup.precision)
     if accelerator.is_main_process:
         check_writable(config.results_dir)
         folder.write_config(config)
         progress_write(f"[{config.task}] {config.model_name} on {config.dataset}, seed {config.seed}: precision "
-                       f"{precision} ({precision_reason})")
+                       f"{setup.precision} ({setup.precision_reason})")
     t_start = time.perf_counter()
-    summary, log, predictions, model = _train(config, accelerator)
-    summary.update(precision=precision, precision_reason=precision_reason)
+    summary, log, predictions, model = _train(config, setup, accelerator)
     summary["wall_time_s"] = time.perf_counter() - t_start
     if config.data_fingerprint() != folder.data_fingerprint:
         raise DataChanged(f"the data files of {config.dataset} changed during the run; it is not filed under "
                           f"{folder.path} (its config hash names the data it started with); run it again")
     summary["config_hash"] = folder.config_hash
     summary["data_source"] = source
-    method = method_for(config)
+    method = setup.method
     if method.weights_file and config.save_adapter and accelerator.is_main_process:
         method.save(model, folder.path / method.weights_file)
         summary["checkpoint_bytes"] = (folder.path / method.weights_file).stat().st_size

@@ -27,3 +27,46 @@ def test_precisions_are_the_memory_notebooks_schemes():
     # Once shadowed by star-import order: utils.PRECISIONS is the estimator's precision schemes, by name.
     from studykit.memory import PRECISIONS
     assert utils.PRECISIONS is PRECISIONS and "autocast" in utils.PRECISIONS
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """studykit's modules (memory/ as one) -> the studykit modules they import, at the top or in a function."""
+    import ast
+    graph = {}
+    for path in sorted((ROOT / "studykit").rglob("*.py")):
+        rel = path.relative_to(ROOT / "studykit").with_suffix("").parts
+        name = "memory" if rel[0] == "memory" else rel[0]
+        if name == "__init__":
+            continue
+        deps = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                inside_memory = rel[0] == "memory" and node.level == 1
+                target = "memory" if inside_memory else (node.module or "").split(".")[0]
+                if not target:  # from . import x / from .. import x
+                    target = "memory" if inside_memory else node.names[0].name
+                if target != name:
+                    deps.add(target)
+    return graph
+
+
+def test_the_package_has_no_import_cycles():
+    graph = _package_imports()
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for dep in graph.get(todo.pop(), ()):
+                if dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+        return seen
+    assert [m for m in graph if m in reachable(m)] == []
+
+
+def test_the_engine_never_imports_grids_or_reporting():
+    graph = _package_imports()
+    upper = {"grid", "sweep", "attempt", "results", "analysis", "findings", "plots", "costs"}
+    for module in ("training", "pipeline", "evaluation", "methods", "config", "runs", "claims", "data",
+                   "hardware", "modeling"):
+        assert not graph[module] & upper, module

@@ -63,7 +63,7 @@ def test_engine_names_the_bench_replays(tmp_path, fixture_data):
     """The engine's sampler seed and labels, which the bench imports to replay its sampler."""
     from studykit.data import get_dataset
     from studykit.config import RunConfig
-    from studykit.training import label_names, sampler_seed
+    from studykit.pipeline import label_names, sampler_seed
     config = RunConfig("tiny-bert", "restaurant_sup", seed=3, data_dir=fixture_data, results_dir=str(tmp_path))
     assert sampler_seed(config, 2) == 3002
     assert sides.labels_of("restaurant_sup") == label_names(config)

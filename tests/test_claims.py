@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import studykit.grid as grid_module
-import studykit.runs as runs
+import studykit.attempt as attempt_module
+import studykit.claims as claims
 from studykit.grid import run_grid
 from studykit.runs import RunFolder
 
@@ -39,9 +39,9 @@ def trained(monkeypatch):
     import studykit.training as training
     calls, real = [], training._train
 
-    def spy(config, accelerator):
+    def spy(config, *rest):
         calls.append(config.run_dir)
-        return real(config, accelerator)
+        return real(config, *rest)
     monkeypatch.setattr(training, "_train", spy)
     return calls
 
@@ -111,7 +111,7 @@ def test_a_live_lock_is_respected_and_dies_with_its_process(tmp_path):
 @pytest.mark.timeout(120)
 def test_a_grid_waits_for_a_run_claimed_elsewhere_and_takes_it_over_if_that_process_dies(
         tmp_path, trained, monkeypatch):
-    monkeypatch.setattr(grid_module, "WAIT_POLL_S", 0.2)
+    monkeypatch.setattr(attempt_module, "WAIT_POLL_S", 0.2)
     configs = [tiny(tmp_path, seed=s) for s in (1, 2)]
     holder = hold_lock(RunFolder.for_config(configs[0]).claim_path)
     threading.Timer(3.0, lambda: stop(holder)).start()  # the other process dies mid-run
@@ -133,8 +133,8 @@ def test_claim_files_are_git_ignored():
 def test_without_file_locks_claims_fall_back_to_files_and_say_so(tmp_path, monkeypatch):
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
-    monkeypatch.setattr(runs, "_NO_LOCKS_ON", set())
+    monkeypatch.setattr(claims.fcntl, "flock", no_locks)
+    monkeypatch.setattr(claims, "_NO_LOCKS_ON", set())
     a, b = (RunFolder.for_config(tiny(tmp_path, seed=s)) for s in (1, 2))
     with pytest.warns(UserWarning, match="has no file locks .*claims fall back to .claim files"):
         assert a.claim()

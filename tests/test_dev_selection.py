@@ -7,7 +7,7 @@ import torch
 import utils
 from studykit import training
 from studykit.data import AGNEWS_DEV_SEED, DataError, data_fingerprint, dataset_files, get_dataset
-from studykit.training import DevSelection
+from studykit.evaluation import DevSelection
 
 SEP = "[SEP]"
 

@@ -73,7 +73,7 @@ def test_new_failures_record_their_kind():
 def test_a_grid_that_finished_nothing_says_what_failed(tmp_path, fixture_data, monkeypatch):
     def diverge(config):
         raise utils.TrainingDiverged("training loss is nan at step 1; lower the learning rate")
-    monkeypatch.setattr("studykit.grid.train_run", diverge)
+    monkeypatch.setattr("studykit.attempt.train_run", diverge)
     with pytest.raises(utils.NothingFinished, match=r"0 of 1 runs finished(.|\n)*training loss is nan"):
         utils.launch_grid(_configs(tmp_path, fixture_data))
 

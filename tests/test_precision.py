@@ -94,3 +94,30 @@ def test_the_setup_line_says_which_kind_of_cpu_rendered_it(cpu_bf16, has_bf16, k
     cpu_bf16(has_bf16)
     assert hardware.describe_machine().endswith(kind)
     assert f"hardware: {hardware.describe_machine()}" in utils.describe_setup("fast", utils.study_configs("task2", "fast"))
+
+
+@pytest.mark.parametrize("precision, matmul_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_the_forward_pass_runs_in_the_precision_the_run_records(precision, matmul_dtype, tmp_path, fixture_data,
+                                                                monkeypatch):
+    """What the engine computes in, seen from inside the model: every Linear's output dtype in the training
+    forward passes, and the weights' dtype (bf16 is autocast: weights and optimizer stay fp32)."""
+    from studykit import training
+    seen = {"outputs": set(), "weights": set()}
+
+    class Watched:
+        name, weights_file = "full", None
+
+        def apply(self, model):
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.register_forward_hook(lambda m, args, out: seen["outputs"].add(out.dtype)
+                                                 if m.training else None)
+                    seen["weights"].add(module.weight.dtype)
+            return model.requires_grad_(True)
+    monkeypatch.setattr(training, "method_for", lambda config: Watched())
+    summary = utils.train_run(RunConfig("tiny-bert", "restaurant_sup", batch_size=16, epochs=1, max_steps=2,
+                                        evals_per_epoch=1, data_dir=fixture_data, results_dir=str(tmp_path),
+                                        precision=precision))
+    assert summary["precision"] == precision
+    assert seen["outputs"] == {matmul_dtype}
+    assert seen["weights"] == {torch.float32}

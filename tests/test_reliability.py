@@ -20,7 +20,8 @@ import torch
 
 import studykit.training as training
 from studykit.data import DataError
-from studykit.modeling import build_tiny_model, load_model_and_tokenizer, safe_name
+from studykit.modeling import build_tiny_model, load_model_and_tokenizer
+from studykit.runs import safe_name
 from studykit.results import load_results
 from studykit.config import RunConfig
 from studykit.grid import run_grid
@@ -50,9 +51,9 @@ def trained(monkeypatch):
     calls = []
     real = training._train
 
-    def spy(config, accelerator):
+    def spy(config, *rest):
         calls.append(config.run_dir)
-        return real(config, accelerator)
+        return real(config, *rest)
     monkeypatch.setattr(training, "_train", spy)
     return calls
 
@@ -129,10 +130,10 @@ def faults(monkeypatch):
     by_seed, models = {}, []
     real_train, real_load = training._train, training.load_model_and_tokenizer
 
-    def faulty_train(config, accelerator):
+    def faulty_train(config, *rest):
         hook = by_seed.get(config.seed)
         if hook is None:
-            return real_train(config, accelerator)
+            return real_train(config, *rest)
 
         def load(*args, **kwargs):
             model, tokenizer = real_load(*args, **kwargs)
@@ -141,7 +142,7 @@ def faults(monkeypatch):
             return model, tokenizer
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(training, "load_model_and_tokenizer", load)
-            return real_train(config, accelerator)
+            return real_train(config, *rest)
     monkeypatch.setattr(training, "_train", faulty_train)
     by_seed["models"] = models
     return by_seed
@@ -179,7 +180,7 @@ def test_failed_runs_are_recorded_the_grid_goes_on_and_reruns_skip_them(tmp_path
 
     calls = []
     real = training._train
-    training._train = lambda config, accelerator: calls.append(config.run_dir) or real(config, accelerator)
+    training._train = lambda config, *rest: calls.append(config.run_dir) or real(config, *rest)
     try:
         again = run_grid(configs)  # a plain rerun: failed runs are reported, not retried
         assert calls == []

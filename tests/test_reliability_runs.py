@@ -56,7 +56,7 @@ def copy_of(study, tmp_path):
 def trained(monkeypatch):
     """The run folders actually trained (not read back from their summary)."""
     calls, real = [], training._train
-    monkeypatch.setattr(training, "_train", lambda config, acc: calls.append(config.run_dir) or real(config, acc))
+    monkeypatch.setattr(training, "_train", lambda config, *rest: calls.append(config.run_dir) or real(config, *rest))
     return calls
 
 
@@ -89,10 +89,10 @@ def test_data_edited_during_a_run_leaves_no_orphans_and_no_mislabelled_result(tm
     old_folder = config.run_dir
     real = training._train
 
-    def edit_then_train(cfg, accelerator):  # the folder is fixed; now someone rewrites the test split
+    def edit_then_train(cfg, *rest):  # the folder is fixed; now someone rewrites the test split
         test = data / "restaurant" / "test.json"
         test.write_text(test.read_text().replace("great", "grand"))
-        return real(cfg, accelerator)
+        return real(cfg, *rest)
     monkeypatch.setattr(training, "_train", edit_then_train)
     frame = run_grid([config])
     monkeypatch.setattr(training, "_train", real)

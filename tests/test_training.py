@@ -3,7 +3,7 @@ import json
 import pytest
 
 import utils
-from studykit import training
+from studykit import evaluation, pipeline, training
 
 
 def _config(tmp_path, fixture_data, **kw):
@@ -103,7 +103,7 @@ def test_evaluation_batch_changes_speed_not_results(tmp_path, fixture_data):
         assert first[key] == pytest.approx(second[key], abs=1e-6)
     assert (json.loads((default.run_dir / "predictions.json").read_text())
             == json.loads((small.run_dir / "predictions.json").read_text()))
-    assert training.eval_batch_size_for(default, "cuda") == 256
+    assert pipeline.eval_batch_size_for(default, "cuda") == 256
     with pytest.raises(ValueError, match="eval_batch_size"):
         _config(tmp_path, fixture_data, eval_batch_size=0)
 
@@ -120,7 +120,7 @@ def test_macro_f1_averages_over_every_class_of_the_dataset():
     labels = torch.tensor([0, 1, 0, 1])
     batch = {"input_ids": labels[:, None], "attention_mask": torch.ones(4, 1), "labels": labels,
              "idx": torch.arange(4)}
-    metrics = training.evaluate(Fixed(), [batch], Accelerator(cpu=True), num_labels=3)
+    metrics = evaluation.evaluate(Fixed(), [batch], Accelerator(cpu=True), num_labels=3)
     assert metrics["accuracy"] == 1.0 and metrics["f1_macro"] == pytest.approx(2 / 3)
     assert metrics["predictions"] == [0, 1, 0, 1]
 
