@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 from .data import DATASET_NAMES, DataError, data_fingerprint
-from .hardware import PRECISIONS, resolve_dropout_kernel, resolve_precision
+from .dropout import resolve_dropout_kernel
+from .hardware import PRECISIONS, resolve_precision
 from .runs import RunFolder
 
 __all__ = ["RunConfig", "NotRunnableHere", "METHODS", "MIN_MAX_LENGTH", "data_fingerprint"]
@@ -89,7 +90,8 @@ class RunConfig:
         "unless_default")
     dropout_kernel: str = _field(
         "auto", "dropout's random mask: torch (the model's own), int16 (four mask lanes per 64-bit draw, "
-                "studykit/dropout.py), auto (int16 on CPU, torch on GPU)", "resolved", legacy="torch")
+                "studykit/dropout.py), auto (torch on GPU; on CPU the one whose training step measured faster here, "
+                "cached in <results_dir>/.cache)", "resolved", legacy="torch")
 
     def __post_init__(self):
         if not isinstance(self.dataset, str) and not (
@@ -209,7 +211,7 @@ class RunConfig:
     @property
     def resolved_dropout_kernel(self) -> str:
         """The dropout this run uses on this machine: `dropout_kernel`, with "auto" resolved (torch, int16)."""
-        return resolve_dropout_kernel(self.dropout_kernel)[0]
+        return resolve_dropout_kernel(self.dropout_kernel, self.resolved_precision, self.cache_dir)[0]
 
     def config_hash(self, data: str | None = None) -> str:
         """What identifies a configuration: every field that changes the result (see the module docstring),

@@ -10,7 +10,7 @@ import re
 
 import torch
 
-__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "resolve_dropout_kernel", "PRECISIONS",
+__all__ = ["cpu_name", "cpu_supports_bf16", "resolve_precision", "PRECISIONS",
            "emulates_bf16", "threads_label", "hardware_label", "describe_machine",
            "run_hardware_label"]
 
@@ -99,14 +99,3 @@ def emulates_bf16(resolved_precision: str) -> bool:
     """Whether a run in `resolved_precision` would run bf16 on a CPU that only emulates it (several times
     slower than fp32 there): what a grid warns about before it trains such runs."""
     return resolved_precision == "bf16" and not torch.cuda.is_available() and not cpu_supports_bf16()
-
-
-def resolve_dropout_kernel(kernel: str) -> tuple[str, str]:
-    """The dropout a run uses, and why: `"auto"` becomes torch's own on a GPU (cheap there, and fused into
-    attention) and the int16-mask kind on CPU, where torch's mask is a fifth of a training step
-    (see studykit/dropout.py); an explicit choice stays as it is."""
-    if kernel != "auto":
-        return kernel, "set explicitly"
-    if torch.cuda.is_available():
-        return "torch", "auto: GPU (torch's dropout is cheap there)"
-    return "int16", "auto: CPU (torch's dropout mask draws one random number per element)"

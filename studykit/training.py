@@ -26,9 +26,9 @@ from transformers import get_linear_schedule_with_warmup
 from .adapters import count_parameters
 from .config import RunConfig
 from .data import dataset_source, get_dataset
-from .dropout import use_int16_dropout
+from .dropout import resolve_dropout_kernel, use_int16_dropout
 from .evaluation import DevSelection, evaluate
-from .hardware import resolve_dropout_kernel, resolve_precision, run_hardware_label
+from .hardware import resolve_precision, run_hardware_label
 from .meter import SpeedMeter
 from .methods import method_for
 from .modeling import load_model_and_tokenizer
@@ -153,8 +153,9 @@ class RunSetup:
 
     @classmethod
     def decide(cls, config: RunConfig) -> "RunSetup":
-        return cls(*resolve_precision(config.precision), *resolve_dropout_kernel(config.dropout_kernel),
-                   method_for(config))
+        precision, precision_reason = resolve_precision(config.precision)
+        return cls(precision, precision_reason,
+                   *resolve_dropout_kernel(config.dropout_kernel, precision, config.cache_dir), method_for(config))
 
     def recorded(self) -> dict:
         """The decisions as the summary records them."""
