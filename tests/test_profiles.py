@@ -57,3 +57,22 @@ def test_a_variant_can_run_its_own_seeds(monkeypatch):
     configs = utils.study_configs("task2", "fast", models=["tiny-bert"])
     assert sorted((c.dataset, c.seed) for c in configs) == [("acl_sup", 3), ("restaurant_sup", 1), ("restaurant_sup", 2)]
     assert len(utils.study_configs("task2", "fast", models=["tiny-bert"], seeds=[7])) == 2  # an override wins
+
+
+def test_a_variant_can_name_its_models(monkeypatch):
+    from studykit import fetch, profiles
+    spec = dict(profiles.PROFILES["task2"]["fast"], models=["tiny-bert"])
+    spec["runs"] = {"restaurant_sup": [dict(epochs=1)], "agnews_sup": [dict(epochs=1, models=["tiny-roberta"])]}
+    monkeypatch.setitem(profiles.PROFILES["task2"], "fast", spec)
+    configs = utils.study_configs("task2", "fast", seeds=[1])
+    assert sorted((c.dataset, c.model_name) for c in configs) == [("agnews_sup", "tiny-roberta"),
+                                                                 ("restaurant_sup", "tiny-bert")]
+    assert fetch.profile_needs("fast", ["task2"]) == (["tiny-bert", "tiny-roberta"], ["restaurant_sup", "agnews_sup"])
+
+
+def test_the_sizes_profile_adds_mpnet_cells_and_minilm_on_ag_news():
+    cells = {(c.model_name, c.dataset, c.method_name) for t in ("task2", "task3") for c in utils.study_configs(t, "sizes")}
+    for method in ("full", "adapter", "lora"):
+        assert {("all-mpnet-base-v2", d, method) for d in ("restaurant_sup", "acl_sup")} <= cells
+        assert ("all-minilm-l6-v2", "agnews_sup", method) in cells
+    assert ("all-mpnet-base-v2", "agnews_sup", "full") not in cells  # AG News at base size: not in the budget
