@@ -48,22 +48,22 @@ def _delayed(fn, delay_s: float):
 
 def _inject_delays(delay_s: float) -> None:
     """Sleep up to `delay_s` before every step the claim takes (this process only)."""
-    import studykit.claims as claims
+    import studykit.locks as locks
     for name in ("open", "fdopen", "link", "replace", "unlink", "close"):
         setattr(os, name, _delayed(getattr(os, name), delay_s))
-    if claims.fcntl is not None:
-        claims.fcntl.flock = _delayed(claims.fcntl.flock, delay_s)
+    if locks.fcntl is not None:
+        locks.fcntl.flock = _delayed(locks.fcntl.flock, delay_s)
 
 
 def _grid(root: str, trials: int, delay_s: float, impl: str, barrier, seed: int) -> None:
     """One grid process: every trial's run, as run_grid handles it (see the module docstring)."""
     import warnings
 
-    import studykit.claims as claims
+    import studykit.locks as locks
     from studykit.runs import RunFolder
     random.seed(seed)
     if impl == "file":
-        claims.fcntl = None  # as on a file system without locks: the fallback's plain claim files
+        locks.fcntl = None  # as on a file system without locks: the fallback's plain claim files
         warnings.simplefilter("ignore")
     _inject_delays(delay_s)
     for t in range(trials):

@@ -29,7 +29,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import claims
+from . import locks
 
 __all__ = ["RunFolder", "safe_name", "write_json_atomic", "check_writable", "run_folders", "grid_row", "dataset_label",
            "clean_stale_temporaries", "ENVIRONMENT_ERRNOS"]
@@ -106,7 +106,7 @@ def clean_stale_temporaries(results_dir) -> list[Path]:
             continue
         try:
             pid, age = int(match.group(1) or match.group(2)), now - path.lstat().st_mtime
-            if age < STALE_TEMP_S or claims.pid_alive(pid):
+            if age < STALE_TEMP_S or locks.pid_alive(pid):
                 continue
             shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
             removed.append(path)
@@ -240,17 +240,17 @@ class RunFolder:
         write_json_atomic(self.summary_path, {**summary, "config_hash": self.config_hash or summary.get("config_hash")})
 
     def claim(self) -> bool:
-        """Claim the run for this process; False: another live process holds it (`studykit.claims.take`: an
+        """Claim the run for this process; False: another live process holds it (`studykit.locks.take`: an
         OS lock held while this process lives; a run this process already holds is claimed again at once)."""
-        return claims.take(self.path, self.claim_path)
+        return locks.take(self.path, self.claim_path)
 
     def release(self) -> None:
         """Give up this process's claim (a claim of another process is left alone)."""
-        claims.give_up(self.claim_path)
+        locks.give_up(self.claim_path)
 
     def claim_holder(self) -> dict | None:
         """What `.claim` records of its holder (pid, host, time), {} if unreadable, None if there is none."""
-        return claims.holder(self.claim_path)
+        return locks.holder(self.claim_path)
 
     def write_failed(self, reason: dict) -> None:
         write_json_atomic(self.failed_path, reason)

@@ -159,7 +159,8 @@ class RunSetup:
 
     def recorded(self) -> dict:
         """The decisions as the summary records them."""
-        return {"precision": self.precision, "precision_reason": self.precision_reason,
+        return {"training_method": self.method.name, "precision": self.precision,
+                "precision_reason": self.precision_reason,
                 "dropout_kernel": self.dropout_kernel, "dropout_kernel_reason": self.dropout_kernel_reason}
 
 

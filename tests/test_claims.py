@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import studykit.attempt as attempt_module
-import studykit.claims as claims
+import studykit.locks as locks
 from studykit.grid import run_grid
 from studykit.runs import RunFolder
 
@@ -133,8 +133,8 @@ def test_claim_files_are_git_ignored():
 def test_without_file_locks_claims_fall_back_to_files_and_say_so(tmp_path, monkeypatch):
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
-    monkeypatch.setattr(claims.fcntl, "flock", no_locks)
-    monkeypatch.setattr(claims, "_NO_LOCKS_ON", set())
+    monkeypatch.setattr(locks.fcntl, "flock", no_locks)
+    monkeypatch.setattr(locks, "_NO_LOCKS_ON", set())
     a, b = (RunFolder.for_config(tiny(tmp_path, seed=s)) for s in (1, 2))
     with pytest.warns(UserWarning, match="has no file locks .*claims fall back to .claim files"):
         assert a.claim()

@@ -118,6 +118,6 @@ def test_the_forward_pass_runs_in_the_precision_the_run_records(precision, matmu
     summary = utils.train_run(RunConfig("tiny-bert", "restaurant_sup", batch_size=16, epochs=1, max_steps=2,
                                         evals_per_epoch=1, data_dir=fixture_data, results_dir=str(tmp_path),
                                         precision=precision))
-    assert summary["precision"] == precision
+    assert summary["precision"] == precision and summary["training_method"] == "full"
     assert seen["outputs"] == {matmul_dtype}
     assert seen["weights"] == {torch.float32}
