@@ -17,7 +17,8 @@ from studykit.data import DataError, audit_dataset, describe_overlaps, get_datas
 from studykit.findings import (describe_class_differences, describe_collapse, describe_comparisons,
                                describe_curve_facts, describe_learning_rates, describe_model_comparisons,
                                describe_ranking, describe_selection, describe_sizes, settings_beside_report,
-                               summary_box, task2_findings, task3_findings, what_did_not_run, what_ran)
+                               summary_box, task2_findings, task3_findings, what_did_not_run, what_ran,
+                               describe_method_costs, task3_answers)
 from studykit.grid import (NothingFinished, SettingsError, check_settings, describe_grid, failure_record,
                            launch_grid, run_grid)
 from studykit.hardware import cpu_supports_bf16, resolve_precision
@@ -62,7 +63,7 @@ __all__ = [
     "what_ran", "what_did_not_run", "summary_box", "task2_findings", "task3_findings", "describe_ranking",
     "describe_comparisons", "describe_model_comparisons", "describe_class_differences", "describe_sizes",
     "describe_learning_rates", "describe_selection", "describe_collapse", "describe_curve_facts",
-    "describe_time_per_epoch", "settings_beside_report", "REPORT_CLAIMS", "check_claims",
+    "describe_time_per_epoch", "describe_method_costs", "task3_answers", "settings_beside_report", "REPORT_CLAIMS", "check_claims",
     "method_colours", "plot_curves", "plot_confusions",
     # memory
     "estimate_memory", "PRECISIONS", "MODEL_CONFIGS", "count_model_parameters", "bytes_per_parameter",

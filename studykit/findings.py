@@ -9,12 +9,12 @@ from .hardware import hardware_label
 from .profiles import PROFILES, study_configs
 from .results import metric_name, missing_cells, one_config_per_group
 from .statistics import (compare_models, compare_sizes, decide, format_interval, independent_comparison, paired_comparison,
-                         verdict)
+                         verdict, what_seeds_decide)
 
 __all__ = ["what_ran", "settings_beside_report", "what_did_not_run", "summary_box", "describe_ranking",
            "task2_findings", "task3_findings", "describe_comparisons", "describe_model_comparisons",
            "describe_class_differences", "describe_sizes", "describe_learning_rates", "describe_selection",
-           "describe_curve_facts", "describe_collapse", "CLOSE_TO_FULL"]
+           "describe_curve_facts", "describe_collapse", "describe_method_costs", "task3_answers", "CLOSE_TO_FULL"]
 
 
 # --- what ran, and how it differs from the report -------------------------------------------------------------
@@ -150,14 +150,16 @@ def summary_box(title: str, ran: str, not_ran: list[str], findings: list[str]) -
 
 # --- Task 2: which model is best ------------------------------------------------------------------------------
 
-def _lead(part: pd.DataFrame, runner_up: str, best: str, metric: str) -> dict:
+def _lead(part: pd.DataFrame, runner_up: str, best: str, metric: str, higher_is_better: bool = True) -> dict:
     """The best label's lead over the runner-up: paired by seed within one model, independent samples across
     two models (`statistics`' docstring says why). Returns n, mean_diff, ci95, verdict and `evidence` in words."""
     model = part.groupby("label")["model_name"].first() if "model_name" in part else None
     if model is not None and model[best] != model[runner_up]:
         s = independent_comparison(part.loc[part.label == runner_up, metric], part.loc[part.label == best, metric])
+        better = s["prob_b_beats_a"] if higher_is_better else 1 - s["prob_b_beats_a"]  # ties count half either way
+        beats = "beats" if higher_is_better else f"has a lower {metric_name(metric)} than"
         return {**s, "n": min(s["n_a"], s["n_b"]),
-                "evidence": (f"a random run of it beats a random run of {runner_up} in {s['prob_b_beats_a']:.0%} of the "
+                "evidence": (f"a random run of it {beats} a random run of {runner_up} in {better:.0%} of the "
                              f"{s['pairs']} pairs of runs ({s['n_b']} and {s['n_a']} seeds, independent samples), Welch "
                              f"95 % interval of the difference {format_interval(s['ci95'])}")}
     s = paired_comparison(part, runner_up, best, metric)
@@ -176,7 +178,7 @@ def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_
             lines.append(f"{dataset}: only {means.index[0]} ran ({metric_name(metric)} {means.iloc[0]:.3f}).")
             continue
         best, second = means.index[0], means.index[1]
-        lead = _lead(part, second, best, metric)
+        lead = _lead(part, second, best, metric, higher_is_better)
         lines.append(f"{dataset}: {best} has the best mean {metric_name(metric)} ({means.iloc[0]:.3f}) ahead of "
                      f"{second} ({means.iloc[1]:.3f}); {lead['evidence']}: {lead['verdict']}.")
     return lines
@@ -282,7 +284,6 @@ CLOSE_TO_FULL = 0.05
 def describe_sizes(results: pd.DataFrame, missing_configs=(), metric: str = "f1_macro") -> list[str]:
     """Task 3 at two sizes: per dataset and method, the gap to full fine-tuning at each model and whether it
     changes with the model (`compare_sizes`); the cells still missing are named, never estimated."""
-    models = sorted(results["model_name"].unique()) if len(results) else []
     lines = []
     for _, r in compare_sizes(results, metric).iterrows():
         lines.append(f"{r['dataset']}, {r['training_method']} minus full fine-tuning ({metric_name(metric)}): "
@@ -290,24 +291,25 @@ def describe_sizes(results: pd.DataFrame, missing_configs=(), metric: str = "f1_
                      f"({r['n b']} seeds); the gap changes by {r['change']:+.3f}, Welch 95 % interval "
                      f"{format_interval((r['Welch low'], r['Welch high']))}: {r['verdict']}.")
     if not lines:
-        lines.append(f"The gap to full fine-tuning at two model sizes cannot be compared yet: these runs have "
-                     f"{len(models)} model{'s' if len(models) != 1 else ''} with both a parameter-efficient method "
-                     f"and full fine-tuning on one dataset, "
-                     + (", ".join(models) if models else "none") + " among them.")
+        runs = results if len(results) else pd.DataFrame(columns=["model_name", "training_method"])
+        methods = runs.groupby("model_name")["training_method"].agg(lambda m: sorted(set(m)))
+        lines.append("The gap to full fine-tuning at two model sizes cannot be compared yet: it needs two models with "
+                     "full fine-tuning and another method on one dataset; these runs have "
+                     + ("; ".join(f"{m}: {', '.join(v)}" for m, v in methods.items()) or "none") + ".")
     cells = missing_cells(missing_configs)
     if cells:
         lines.append("The two-size comparison still lacks: " + "; ".join(cells) + ".")
     return lines
 
 
-def task3_findings(comparisons: pd.DataFrame, costs: pd.DataFrame | None = None, memory: pd.DataFrame | None = None,
+def task3_findings(comparisons: pd.DataFrame, costs: pd.DataFrame | None = None,
                    sizes: list[str] | None = None) -> list[str]:
-    """The main findings of Task 3: per dataset, each method against full fine-tuning (difference, seeds won,
-    interval); the share of weights trained, checkpoint, time per epoch and step memory against full
-    fine-tuning (`costs`: `method_costs`; `memory`: `training_memory`); and the two-size sentences (`sizes`:
-    `describe_sizes`)."""
+    """The main findings of Task 3: per dataset, each method against full fine-tuning (difference, seeds
+    won, interval), the share of weights trained (`costs`: `method_costs`, or any frame with trainable_params
+    and total_params per (dataset, label)), and the two-size sentences (`sizes`: `describe_sizes`)."""
     if comparisons.empty:
-        return ["No dataset has both full fine-tuning and another method finished: nothing to compare yet."]
+        return ["No dataset has both full fine-tuning and another method finished: nothing to compare yet."] \
+            + list(sizes or [])
     lines = []
     for label, part in comparisons.groupby("label"):
         lost = int((part["seeds lost"] == part["paired seeds"]).sum())
@@ -322,13 +324,12 @@ def task3_findings(comparisons: pd.DataFrame, costs: pd.DataFrame | None = None,
     if costs is not None and not costs.empty:
         share = (costs["trainable_params"] / costs["total_params"]).groupby(level="label").mean()
         lines.append("Weights trained: " + "; ".join(f"{m} {100 * s:.1f} %" for m, s in share.items()) + ".")
-        lines += _cost_sentences(costs, memory)
     return lines + list(sizes or [])
 
 
-def _cost_sentences(costs: pd.DataFrame, memory: pd.DataFrame | None) -> list[str]:
-    """Per dataset and method: share trained, checkpoint, seconds per training epoch and step memory, each
-    against full fine-tuning of the same model."""
+def describe_method_costs(costs: pd.DataFrame, memory: pd.DataFrame | None = None) -> list[str]:
+    """Per dataset and method (`method_costs`): share trained, checkpoint, seconds per training epoch and
+    training-step memory (`training_memory`), each against full fine-tuning of the same model."""
     lines = []
     for dataset, part in costs.groupby(level="dataset"):
         part = part.droplevel("dataset")
@@ -341,10 +342,21 @@ def _cost_sentences(costs: pd.DataFrame, memory: pd.DataFrame | None) -> list[st
                 text += (f" vs {base['s/epoch, training only']:.3g} s for full fine-tuning "
                          f"({row['s/epoch, training only'] / base['s/epoch, training only']:.0%})")
                 if memory is not None:
-                    text += (f"; training step memory {memory.loc[(dataset, label), 'total'] / memory.loc[(dataset, full.index[0]), 'total']:.0%}"
-                             " of full fine-tuning's")
+                    step = memory.loc[(dataset, label), "total"] / memory.loc[(dataset, full.index[0]), "total"]
+                    text += f"; training step memory {step:.0%} of full fine-tuning's"
             lines.append(text + ".")
     return lines
+
+
+def task3_answers(comparisons: pd.DataFrame, costs: pd.DataFrame, memory: pd.DataFrame | None,
+                  missing: pd.DataFrame, sizes: list[str] | None = None) -> list[str]:
+    """The answers to Task 3 in sentences: quality against full fine-tuning and the share trained
+    (`task3_findings`), each method's cost (`describe_method_costs`), the runs that drop a class
+    (`describe_collapse`, from `never_predicted`), the two-size comparison (`sizes`) and what the seeds can
+    decide."""
+    n = int(comparisons["paired seeds"].max()) if len(comparisons) else 0
+    return (task3_findings(comparisons, costs) + describe_method_costs(costs, memory) + describe_collapse(missing)
+            + list(sizes or []) + [what_seeds_decide(n)])
 
 
 # --- sentences on the analysis tables ------------------------------------------------------------------------

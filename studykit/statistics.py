@@ -294,5 +294,8 @@ def compare_models_per_class(scores: pd.DataFrame) -> pd.DataFrame:
     for (dataset, name), part in scores.groupby(["dataset", "class"], sort=False):
         table = compare_models(part, "f1")
         rows.append(table.assign(**{"class": name, "test support": part["support"].iloc[0]}))
-    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    return out[["dataset", "class", *[c for c in out if c not in ("dataset", "class")]]] if len(out) else out
+    out = pd.concat([r for r in rows if len(r)], ignore_index=True) if any(len(r) for r in rows) else pd.DataFrame()
+    if out.empty:
+        return out
+    out = out.astype({"n a": int, "n b": int, "pairs": int})
+    return out[["dataset", "class", *[c for c in out if c not in ("dataset", "class")]]]

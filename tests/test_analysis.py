@@ -174,16 +174,21 @@ def test_compare_methods_and_findings_sentences():
                         train_samples_per_s=10.0)
     costs = utils.method_costs(runs)
     assert costs.loc[("d", "adapter"), "trainable %"] == 10.0 and costs.loc[("d", "full"), "checkpoint_MB"] == 4.0
-    findings = utils.task3_findings(table, costs, sizes=["two sizes"])
+    findings = utils.task3_findings(table, costs, sizes=["two sizes"]) + utils.describe_method_costs(costs)
     assert "below in every seed on 1 of 1" in findings[0] and "within 0.05 of full fine-tuning on 0 of 1" in findings[0]
     assert "higher in 0, lower in 3 of 3 seeds" in findings[0]
     assert "adapter 10.0 %" in findings[1] and "full 100.0 %" in findings[1]
-    assert findings[2] == ("d, adapter: 10.0 % of the weights trained, checkpoint 0.4 MB, 50 s per training epoch vs "
+    assert findings[3] == ("d, adapter: 10.0 % of the weights trained, checkpoint 0.4 MB, 50 s per training epoch vs "
                            "100 s for full fine-tuning (50%).")
     memory = pd.DataFrame({"total": [30.0, 120.0]}, index=pd.MultiIndex.from_tuples(
         [("d", "adapter"), ("d", "full")], names=["dataset", "label"]))
-    assert utils.task3_findings(table, costs, memory)[2].endswith("training step memory 25% of full fine-tuning's.")
-    assert findings[-1] == "two sizes"
+    assert utils.describe_method_costs(costs, memory)[0].endswith("training step memory 25% of full fine-tuning's.")
+    assert findings[2] == "two sizes"
+    missing = pd.DataFrame([{"dataset": "d", "label": "adapter", "runs": 3, "runs missing a class": 0}]).set_index(
+        ["dataset", "label"])
+    answers = utils.task3_answers(table, costs, memory, missing, ["two sizes"])
+    assert answers[:2] == findings[:2] and answers[2].endswith("25% of full fine-tuning's.")
+    assert answers[3:] == ["Every run predicts every class at least once.", "two sizes", utils.what_seeds_decide(3)]
     assert "nothing to compare" in utils.task3_findings(utils.compare_methods(frame[frame.label == "full"]))[0]
 
 

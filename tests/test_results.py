@@ -130,3 +130,10 @@ def test_the_adapter_claim_compares_adapters_with_full_fine_tuning_only():
     lora = runs[runs.training_method == "full"].assign(label="m lora8 lr=0.002", training_method="lora", f1_macro=0.9)
     verdicts = utils.check_claims(pd.concat([runs, lora], ignore_index=True), acl)
     assert len(verdicts) == 1 and "lora" not in verdicts["evidence"][0]  # LoRA is not full fine-tuning
+
+
+def test_describe_ranking_across_models_uses_independent_samples_and_says_which_way_is_better():
+    two = _results().assign(model_name=lambda f: f["label"].map({"A": "small", "B": "big"}))
+    line = utils.describe_ranking(two, "eval_loss", higher_is_better=False)[0]
+    assert "a random run of it has a lower loss than a random run of A in 100% of the 16 pairs of runs" in line
+    assert "independent samples" in line and "lower beyond seed noise" in line

@@ -137,7 +137,9 @@ def test_compare_sizes_compares_the_gap_to_full_fine_tuning_across_models():
                                "-0.007 at big (3 seeds); the gap changes by +0.090")
     only_small = utils.describe_sizes(small, missing_configs=[utils.RunConfig(model_name="big", dataset="acl_sup",
                                                                                adapter_size=64, learning_rate=1e-3)])
-    assert only_small[0].startswith("The gap to full fine-tuning at two model sizes cannot be compared yet")
+    assert only_small[0] == ("The gap to full fine-tuning at two model sizes cannot be compared yet: it needs two "
+                             "models with full fine-tuning and another method on one dataset; these runs have "
+                             "small: adapter, full.")
     assert only_small[1] == "The two-size comparison still lacks: big, adapter (lr 0.001), acl_sup: seed 1 not finished."
 
 
