@@ -159,3 +159,22 @@ def test_the_committed_runs_compare_two_models_on_restaurant(real_data):
     assert row["Welch low"] == pytest.approx(stats.ttest_ind(mpnet, minilm, equal_var=False).confidence_interval().low)
     missing = utils.missing_cells(runs.attrs["missing_configs"])
     assert any(m.startswith("all-mpnet-base-v2, full (lr 5e-05), acl_sup") for m in missing) or len(runs) == 20
+
+
+# --- the reporting layers ------------------------------------------------------------------------------------
+
+REPORTING = {"results": 0, "statistics": 1, "analysis": 2, "costs": 2, "findings": 3, "claims": 3, "plots": 3}
+
+
+def test_reporting_layers_point_one_way():
+    import ast
+    for name, rank in REPORTING.items():
+        source = (ROOT / "studykit" / f"{name}.py").read_text()
+        assert len(source.splitlines()) <= 420, f"{name}.py has grown past a module of one job"
+        imported = {node.module.split(".")[0] for node in ast.walk(ast.parse(source))
+                    if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+        assert not imported & {"grid", "sweep", "training"}, f"{name}.py imports the engine: {imported}"
+        upward = {m for m in imported if m in REPORTING and REPORTING[m] >= rank}
+        assert not upward, f"{name}.py imports {upward}, which are on its layer or above it"
+        # the training method is read from the runs (recorded_method), never derived again from adapter_size
+        assert '"adapter" if' not in source and 'else "full"' not in source, name
