@@ -11,13 +11,21 @@ from pathlib import Path
 import pandas as pd
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from .adapters import add_adapters, count_parameters
 from .data import DATASETS
 from .memory import measure_memory
+from .methods import LoRA
 from .modeling import resolve_model
 
 __all__ = ["training_memory", "time_per_epoch", "describe_time_per_epoch", "method_costs", "adapter_share"]
+
+
+def _attention(config) -> str:
+    """torch's fused attention (sdpa) where the architecture supports it, else the eager path (MPNet)."""
+    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None)
+    return "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
 
 
 def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataFrame:
@@ -40,9 +48,10 @@ def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataF
         kind = run["training_method"]  # as the run recorded it (studykit.results.recorded_method)
         extra = {"adapter_size": int(run["adapter_size"])} if kind == "adapter" else {}
         if kind == "lora":
-            extra = {"lora_rank": int(run["lora_rank"]), "lora_targets": ["query", "value"]}
+            # the engine's LoRA targets, by every name they go by (query/value in BERT, q/v in MPNet)
+            extra = {"lora_rank": int(run["lora_rank"]), "lora_targets": list(LoRA(int(run["lora_rank"])).target_names)}
         measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]),
-                                  peft=None if kind == "full" else kind, attn_implementation="sdpa", **extra)
+                                  peft=None if kind == "full" else kind, attn_implementation=_attention(config), **extra)
         rows.append({"dataset": dataset, "label": label, **measured,
                      "source": f"measured step, batch {batch}, {int(seq_len_by_dataset[dataset])} tokens (CPU)"})
     return pd.DataFrame(rows).set_index(["dataset", "label"])

@@ -178,3 +178,13 @@ def test_reporting_layers_point_one_way():
         assert not upward, f"{name}.py imports {upward}, which are on its layer or above it"
         # the training method is read from the runs (recorded_method), never derived again from adapter_size
         assert '"adapter" if' not in source and 'else "full"' not in source, name
+
+
+def test_training_memory_measures_each_method_by_its_recorded_name(tmp_path):
+    rows = [{"dataset": "restaurant_sup", "label": f"tiny-bert {m}", "training_method": m, "model_name": "tiny-bert",
+             "batch_size": 4, "gradient_accumulation": 1, "num_processes": 1, "results_dir": str(tmp_path),
+             "adapter_size": 8 if m == "adapter" else None, "lora_rank": 8 if m == "lora" else None,
+             "peak_memory_kind": "process peak RSS", "peak_memory_bytes": 1.0} for m in ("full", "adapter", "lora")]
+    memory = utils.training_memory(pd.DataFrame(rows), {"restaurant_sup": 16})["total"]
+    assert memory["restaurant_sup", "tiny-bert lora"] < memory["restaurant_sup", "tiny-bert full"]
+    assert memory["restaurant_sup", "tiny-bert adapter"] < memory["restaurant_sup", "tiny-bert full"]
