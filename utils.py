@@ -30,8 +30,8 @@ from studykit.memory import (ACTIVATION_TOLERANCE, MODEL_CONFIGS, PRECISIONS, TO
 from studykit.modeling import ModelUnavailable, load_model_and_tokenizer, pooler_statistics, resolve_model
 from studykit.plots import method_colours, plot_confusions, plot_curves
 from studykit.profiles import PROFILES, describe_setup, from_env, study_configs
-from studykit.results import (DuplicateSeedWarning, describe_runs, duplicate_seeds, load_metrics, load_results,
-                              load_study, missing_cells, select_runs)
+from studykit.results import (DuplicateSeedWarning, compared_configs, describe_runs, duplicate_seeds, load_metrics,
+                              load_results, load_study, missing_cells, select_runs)
 from studykit.statistics import (compare_methods, compare_models, compare_models_per_class, compare_sizes,
                                  format_summary, independent_comparison, min_wilcoxon_p, paired_comparison, summarize,
                                  verdict, what_seeds_decide)
@@ -50,7 +50,7 @@ __all__ = [
     # our adapters
     "DEFAULT_ADAPTER_SIZE", "BottleneckAdapter", "add_adapters", "adapter_parameter_count", "count_parameters", "format_parameter_report",
     # results: loading
-    "load_results", "load_metrics", "load_study", "select_runs", "missing_cells", "duplicate_seeds",
+    "load_results", "load_metrics", "load_study", "compared_configs", "select_runs", "missing_cells", "duplicate_seeds",
     "DuplicateSeedWarning", "describe_runs",
     # results: statistics (paired by seed within a model, independent samples across models; one verdict)
     "summarize", "format_summary", "paired_comparison", "independent_comparison", "verdict", "min_wilcoxon_p",

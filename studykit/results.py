@@ -20,11 +20,12 @@ import pandas as pd
 
 from .config import RunConfig
 from .hardware import hardware_label
+from .profiles import study_configs
 from .progress import format_duration
 from .runs import dataset_label, run_folders
 
 __all__ = ["METRICS", "METRIC_NAMES", "metric_name", "run_label", "recorded_method", "load_results", "load_metrics",
-           "load_study", "describe_runs", "missing_cells", "select_runs", "duplicate_seeds", "one_config_per_group",
+           "load_study", "compared_configs", "describe_runs", "missing_cells", "select_runs", "duplicate_seeds", "one_config_per_group",
            "DuplicateSeedWarning"]
 
 # Micro-F1 is left out of the tables: for single-label classification it equals accuracy (it stays in the
@@ -170,6 +171,17 @@ def load_study(configs, on_duplicate: str = "warn") -> pd.DataFrame:
     out.attrs["missing_configs"] = missing
     out.attrs["missing"] = [str(c.run_dir) for c in missing]
     return out
+
+
+def compared_configs(tasks, profiles, configs, **overrides) -> list:
+    """The configs of `profiles` (for each of `tasks`) whose models `configs` does not run: other models' runs to
+    read beside this grid's, never to train. A model the grid already runs is left out, so once a profile's
+    runs move into the grid's own profile they are read from there, once. `overrides`: `study_configs`'
+    (datasets, seeds, data_dir...)."""
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    ours = {c.model_name for c in configs}
+    return [c for profile in profiles or () for task in tasks for c in study_configs(task, profile, **overrides)
+            if c.model_name not in ours]
 
 
 def missing_cells(configs) -> list[str]:

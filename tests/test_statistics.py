@@ -188,3 +188,28 @@ def test_training_memory_measures_each_method_by_its_recorded_name(tmp_path):
     memory = utils.training_memory(pd.DataFrame(rows), {"restaurant_sup": 16})["total"]
     assert memory["restaurant_sup", "tiny-bert lora"] < memory["restaurant_sup", "tiny-bert full"]
     assert memory["restaurant_sup", "tiny-bert adapter"] < memory["restaurant_sup", "tiny-bert full"]
+
+
+def test_compared_configs_leave_out_the_models_the_grid_runs(fixture_data):
+    ours = utils.study_configs("task2", "fast", models=["tiny-bert"], data_dir=fixture_data)
+    others = utils.compared_configs("task2", ["fast"], ours, data_dir=fixture_data)
+    assert {c.model_name for c in others} == {"tiny-roberta"} and len(others) == len(ours)
+    assert utils.compared_configs(("task2", "task3"), [], ours) == []
+    both_tasks = utils.compared_configs(("task2", "task3"), ["fast"], ours, data_dir=fixture_data)
+    assert {c.task for c in both_tasks} == {"task2", "task3"}
+
+
+def test_the_final_layout_reads_both_models_from_one_results_folder(real_data, tmp_path):
+    # When MPNet-base's grid is complete its folders move into results/reference/ (their hashes do not change)
+    # and the reference profile lists both models: the comparison is the same, and nothing is read twice.
+    import shutil
+    for profile in ("reference", "sizes"):
+        shutil.copytree(ROOT / "results" / profile / "task2", tmp_path / "task2", dirs_exist_ok=True)
+    split = [c for p in ("reference", "sizes") for c in utils.study_configs("task2", p, data_dir=real_data,
+                                                                              results_dir=str(ROOT / "results" / p))]
+    moved = [c for p in ("reference", "sizes") for c in utils.study_configs("task2", p, data_dir=real_data,
+                                                                              results_dir=str(tmp_path))]
+    assert utils.compared_configs("task2", ["sizes"], moved, data_dir=real_data) == []
+    before, after = utils.load_study(split), utils.load_study(moved)
+    assert len(after) == len(before) and len(after.attrs["missing_configs"]) == len(before.attrs["missing_configs"])
+    pd.testing.assert_frame_equal(utils.compare_models(after), utils.compare_models(before))
