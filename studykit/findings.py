@@ -313,7 +313,8 @@ def task3_findings(comparisons: pd.DataFrame, costs: pd.DataFrame | None = None,
     lines = []
     for label, part in comparisons.groupby("label"):
         lost = int((part["seeds lost"] == part["paired seeds"]).sum())
-        decided = part[(part["t low"] > 0) | (part["t high"] < 0)]
+        decided = [r for _, r in part.iterrows()
+                   if decide((r["t low"], r["t high"]), r["paired seeds"]) in ("higher", "lower")]
         close = int((part["difference"].abs() <= CLOSE_TO_FULL).sum())
         lines.append(f"{label} vs full fine-tuning (test macro-F1): "
                      + "; ".join(f"{r.dataset} {r.difference:+.3f} (higher in {r['seeds won']}, lower in "
