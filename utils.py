@@ -12,7 +12,8 @@ from studykit.analysis import (class_balance, confusion_matrices, curve_facts, m
                                overlap_effect, per_class_scores, per_class_table, selection_table, test_labels)
 from studykit.claims import REPORT_CLAIMS, check_claims
 from studykit.config import NotRunnableHere, RunConfig
-from studykit.costs import adapter_share, describe_time_per_epoch, method_costs, time_per_epoch, training_memory
+from studykit.costs import (adapter_share, describe_model_costs, describe_time_per_epoch, method_costs, time_per_epoch,
+                            training_memory)
 from studykit.data import DataError, audit_dataset, describe_overlaps, get_dataset
 from studykit.findings import (describe_class_differences, describe_collapse, describe_comparisons,
                                describe_curve_facts, describe_learning_rates, describe_model_comparisons,
@@ -58,7 +59,7 @@ __all__ = [
     # results: analysis of predictions and curves, costs
     "selection_table", "per_class_scores", "per_class_table", "test_labels", "never_predicted", "confusion_matrices",
     "class_balance", "majority_level", "curve_facts", "overlap_effect", "training_memory", "time_per_epoch",
-    "method_costs", "adapter_share",
+    "method_costs", "describe_model_costs", "adapter_share",
     # results: findings in sentences, the report's claims, plots
     "what_ran", "what_did_not_run", "summary_box", "task2_findings", "task3_findings", "describe_ranking",
     "describe_comparisons", "describe_model_comparisons", "describe_class_differences", "describe_sizes",

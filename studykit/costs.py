@@ -19,7 +19,8 @@ from .memory import measure_memory
 from .methods import LoRA
 from .modeling import resolve_model
 
-__all__ = ["training_memory", "time_per_epoch", "describe_time_per_epoch", "method_costs", "adapter_share"]
+__all__ = ["training_memory", "time_per_epoch", "describe_time_per_epoch", "method_costs", "describe_model_costs",
+           "adapter_share"]
 
 
 def _attention(config) -> str:
@@ -91,6 +92,28 @@ def method_costs(results: pd.DataFrame) -> pd.DataFrame:
         checkpoint_MB=("checkpoint_bytes", lambda b: b.mean() / 1e6))
     cost.insert(4, "trainable %", 100 * cost.trainable_params / cost.total_params)
     return cost.join(time_per_epoch(results))
+
+
+def describe_model_costs(results: pd.DataFrame) -> list[str]:
+    """What a larger model costs, per dataset and pair of fully fine-tuned models (smaller first): parameters,
+    seconds per training epoch, checkpoint and process peak RSS (the whole process, from the runs' summaries),
+    each as a ratio to the smaller model's."""
+    full = results[results["training_method"] == "full"] if len(results) else results
+    lines = []
+    for dataset, part in full.groupby("dataset") if len(full) else []:
+        cost = method_costs(part).droplevel("dataset").join(
+            part.groupby("label")["peak_memory_bytes"].mean().rename("rss"))
+        cost = cost.sort_values(["total_params", "model_name"])
+        for (_, a), (_, b) in zip(cost.iloc[:-1].iterrows(), cost.iloc[1:].iterrows()):
+            if a["model_name"] == b["model_name"]:
+                continue
+            lines.append(
+                f"{dataset}, {b['model_name']} vs {a['model_name']} (full fine-tuning): {b['total_params']:,.0f} vs "
+                f"{a['total_params']:,.0f} parameters; {b['s/epoch, training only']:.3g} vs "
+                f"{a['s/epoch, training only']:.3g} s per training epoch "
+                f"({b['s/epoch, training only'] / a['s/epoch, training only']:.1f}x); checkpoint {b['checkpoint_MB']:.0f} vs "
+                f"{a['checkpoint_MB']:.0f} MB; process peak RSS {b['rss'] / 1e9:.2f} vs {a['rss'] / 1e9:.2f} GB.")
+    return lines
 
 
 def adapter_share(model_config, adapter_size: int, num_labels: int) -> dict:

@@ -213,3 +213,15 @@ def test_the_final_layout_reads_both_models_from_one_results_folder(real_data, t
     before, after = utils.load_study(split), utils.load_study(moved)
     assert len(after) == len(before) and len(after.attrs["missing_configs"]) == len(before.attrs["missing_configs"])
     pd.testing.assert_frame_equal(utils.compare_models(after), utils.compare_models(before))
+
+
+def test_describe_model_costs_gives_the_larger_models_cost_as_ratios():
+    runs = pd.concat([_full_runs("small", [0.6, 0.62], params=22_000_000), _full_runs("big", [0.7, 0.72], params=110_000_000)],
+                     ignore_index=True).assign(
+        trainable_params=lambda f: f.total_params, checkpoint_bytes=lambda f: f.total_params * 4.0,
+        train_time_s=lambda f: np.where(f.model_name == "big", 600.0, 100.0), epochs_run=2, time_per_epoch_s=1.0,
+        train_samples_per_s=1.0, peak_memory_bytes=lambda f: np.where(f.model_name == "big", 6e9, 2e9))
+    assert utils.describe_model_costs(runs) == [
+        "restaurant_sup, big vs small (full fine-tuning): 110,000,000 vs 22,000,000 parameters; 300 vs 50 s per "
+        "training epoch (6.0x); checkpoint 440 vs 88 MB; process peak RSS 6.00 vs 2.00 GB."]
+    assert utils.describe_model_costs(runs[runs.model_name == "big"]) == []
