@@ -3,20 +3,23 @@
 tests/test_api.py checks that every name the notebooks, tests and benches use is listed.
 
 Layers point one way (README, "Code layout"): grid -> training -> methods, runs, config -> data, modeling;
-results, analysis, findings and plots read run folders only; memory estimates from configs.
+reporting reads run folders only, in layers: results (loading) -> statistics -> analysis, costs -> findings,
+claims -> plots and notebooks; memory estimates from configs.
 """
 from studykit.adapters import (DEFAULT_ADAPTER_SIZE, BottleneckAdapter, add_adapters, adapter_parameter_count, count_parameters,
                                format_parameter_report)
-from studykit.analysis import (DuplicateSeedWarning, class_balance, compare_methods, confusion_matrices, curve_facts,
-                               describe_collapse, describe_comparisons, describe_curve_facts, describe_selection,
-                               duplicate_seeds, majority_level, min_wilcoxon_p, never_predicted, paired_statistics,
-                               per_class_scores, per_class_table, select_runs, selection_table, test_labels,
-                               what_seeds_decide)
+from studykit.analysis import (class_balance, confusion_matrices, curve_facts, majority_level, never_predicted,
+                               overlap_effect, per_class_scores, per_class_table, selection_table, test_labels)
+from studykit.claims import REPORT_CLAIMS, check_claims
 from studykit.config import NotRunnableHere, RunConfig
-from studykit.costs import training_memory
+from studykit.costs import (adapter_share, describe_model_costs, describe_time_per_epoch, method_costs, time_per_epoch,
+                            training_memory)
 from studykit.data import DataError, audit_dataset, describe_overlaps, get_dataset
-from studykit.findings import (adapter_share, describe_time_per_epoch, settings_beside_report, summary_box,
-                               task2_findings, task3_findings, time_per_epoch, what_did_not_run, what_ran)
+from studykit.findings import (describe_class_differences, describe_collapse, describe_comparisons,
+                               describe_curve_facts, describe_learning_rates, describe_model_comparisons,
+                               describe_ranking, describe_selection, describe_sizes, settings_beside_report,
+                               summary_box, task2_findings, task3_findings, what_did_not_run, what_ran,
+                               describe_method_costs, task3_answers)
 from studykit.attempt import failure_record
 from studykit.grid import NothingFinished, SettingsError, check_settings, describe_grid, launch_grid, run_grid
 from studykit.hardware import cpu_supports_bf16, resolve_precision
@@ -28,8 +31,11 @@ from studykit.memory import (ACTIVATION_TOLERANCE, MODEL_CONFIGS, PRECISIONS, TO
 from studykit.modeling import ModelUnavailable, load_model_and_tokenizer, pooler_statistics, resolve_model
 from studykit.plots import method_colours, plot_confusions, plot_curves
 from studykit.profiles import PROFILES, describe_setup, from_env, study_configs
-from studykit.results import (REPORT_CLAIMS, check_claims, describe_ranking, describe_runs, format_summary,
-                              load_metrics, load_results, overlap_effect, paired_comparison, summarize)
+from studykit.results import (DuplicateSeedWarning, compared_configs, describe_runs, duplicate_seeds, load_metrics,
+                              load_results, load_study, missing_cells, select_runs)
+from studykit.statistics import (compare_methods, compare_models, compare_models_per_class, compare_sizes,
+                                 format_summary, independent_comparison, min_wilcoxon_p, paired_comparison, summarize,
+                                 verdict, what_seeds_decide)
 from studykit.training import TrainingDiverged, estimate_training_seconds, train_run
 
 __all__ = [
@@ -44,15 +50,22 @@ __all__ = [
     "SettingsError", "NothingFinished", "describe_grid", "failure_record",
     # our adapters
     "DEFAULT_ADAPTER_SIZE", "BottleneckAdapter", "add_adapters", "adapter_parameter_count", "count_parameters", "format_parameter_report",
-    # results: loading, statistics, findings, plots
-    "load_results", "load_metrics", "select_runs", "duplicate_seeds", "DuplicateSeedWarning", "summarize",
-    "format_summary", "describe_runs", "describe_ranking", "paired_comparison", "paired_statistics",
-    "compare_methods", "describe_comparisons", "min_wilcoxon_p", "what_seeds_decide", "selection_table",
-    "describe_selection", "per_class_scores", "per_class_table", "test_labels", "never_predicted", "describe_collapse",
-    "confusion_matrices", "class_balance", "majority_level", "curve_facts", "describe_curve_facts", "overlap_effect",
-    "REPORT_CLAIMS", "check_claims", "what_ran", "what_did_not_run", "summary_box", "task2_findings",
-    "task3_findings", "settings_beside_report", "adapter_share", "time_per_epoch", "describe_time_per_epoch",
-    "training_memory", "method_colours", "plot_curves", "plot_confusions",
+    # results: loading
+    "load_results", "load_metrics", "load_study", "compared_configs", "select_runs", "missing_cells", "duplicate_seeds",
+    "DuplicateSeedWarning", "describe_runs",
+    # results: statistics (paired by seed within a model, independent samples across models; one verdict)
+    "summarize", "format_summary", "paired_comparison", "independent_comparison", "verdict", "min_wilcoxon_p",
+    "what_seeds_decide", "compare_methods", "compare_models", "compare_models_per_class", "compare_sizes",
+    # results: analysis of predictions and curves, costs
+    "selection_table", "per_class_scores", "per_class_table", "test_labels", "never_predicted", "confusion_matrices",
+    "class_balance", "majority_level", "curve_facts", "overlap_effect", "training_memory", "time_per_epoch",
+    "method_costs", "describe_model_costs", "adapter_share",
+    # results: findings in sentences, the report's claims, plots
+    "what_ran", "what_did_not_run", "summary_box", "task2_findings", "task3_findings", "describe_ranking",
+    "describe_comparisons", "describe_model_comparisons", "describe_class_differences", "describe_sizes",
+    "describe_learning_rates", "describe_selection", "describe_collapse", "describe_curve_facts",
+    "describe_time_per_epoch", "describe_method_costs", "task3_answers", "settings_beside_report", "REPORT_CLAIMS", "check_claims",
+    "method_colours", "plot_curves", "plot_confusions",
     # memory
     "estimate_memory", "PRECISIONS", "MODEL_CONFIGS", "count_model_parameters", "bytes_per_parameter",
     "activation_terms", "korthikanti_layer_bytes", "traced_activations", "measure_memory", "validate_estimates",

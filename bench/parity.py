@@ -11,7 +11,7 @@ The runs come from the `parity` profile (the first reference grid's settings: Mi
 trained once with precision="fp32" and once with bf16 autocast (`python train.py task2 --profile parity
 --precision fp32`, and again with `--precision bf16`). They are matched by config hash, paired by seed, and for
 every dataset x method the bf16 - fp32 difference in macro-F1 and accuracy is printed with its 95 % t-interval
-(studykit.analysis.paired_statistics), plus the training time of each precision. No training happens here.
+(studykit.statistics.paired_comparison), plus the training time of each precision. No training happens here.
 `--compare dropout` pairs the bf16 runs (torch's dropout, as the profile pins) with the same grid run with
 `--dropout_kernel int16` (studykit/dropout.py), the same way.
 """
@@ -26,9 +26,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from studykit.analysis import format_interval, paired_statistics, select_runs  # noqa: E402
 from studykit.profiles import study_configs  # noqa: E402
-from studykit.results import load_results  # noqa: E402
+from studykit.results import load_results, select_runs  # noqa: E402
+from studykit.statistics import format_interval, paired_comparison  # noqa: E402
 
 # What each comparison sets on top of the parity profile: (baseline, candidate), each a label and overrides.
 COMPARISONS = {
@@ -39,8 +39,8 @@ PRECISIONS = tuple(label for label, _ in COMPARISONS["precision"])
 
 
 def parity_runs(results_dir: Path, data_dir=None, compare: str = "precision", seeds=None) -> pd.DataFrame:
-    """The parity profile's finished runs of both arms, one row per run, `method` = the arm's label;
-    `seeds`: these seeds instead of the profile's."""
+    """The parity profile's finished runs of both arms, one row per run, `arm` = the arm's name ("fp32",
+    "bf16", ...; `training_method` stays the run's method); `seeds`: these seeds instead of the profile's."""
     frames = []
     for task in ("task2", "task3"):
         results = load_results(results_dir, task=task)
@@ -48,7 +48,7 @@ def parity_runs(results_dir: Path, data_dir=None, compare: str = "precision", se
             configs = study_configs(task, "parity", results_dir=str(results_dir), data_dir=data_dir, seeds=seeds,
                                     **overrides)
             chosen = select_runs(results, configs)
-            frames.append(chosen.assign(method=label, task=task))
+            frames.append(chosen.assign(arm=label, task=task))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -59,17 +59,17 @@ def parity_table(runs: pd.DataFrame, compare: str = "precision") -> pd.DataFrame
     rows = []
     for (dataset, method), part in runs.groupby(["dataset", "training_method"]):
         row = {"dataset": dataset, "method": method}
-        if set(part.method) != {base, cand}:  # one arm has not run this cell yet
+        if set(part.arm) != {base, cand}:  # one arm has not run this cell yet
             rows.append({**row, "pairs": 0})
             continue
         for metric in ("f1_macro", "accuracy"):
-            s = paired_statistics(part, base, cand, metric)
-            row.update({f"{metric} {base}": part.loc[part.method == base, metric].mean(),
-                        f"{metric} {cand}": part.loc[part.method == cand, metric].mean(),
+            s = paired_comparison(part, base, cand, metric, by="arm")
+            row.update({f"{metric} {base}": part.loc[part.arm == base, metric].mean(),
+                        f"{metric} {cand}": part.loc[part.arm == cand, metric].mean(),
                         f"{metric} diff": s["mean_diff"], f"{metric} 95% CI": format_interval(s["ci95"]),
                         "pairs": s["n"]})
         for label in (base, cand):
-            row[f"train s {label}"] = part.loc[part.method == label, "train_time_s"].mean()
+            row[f"train s {label}"] = part.loc[part.arm == label, "train_time_s"].mean()
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     arms = [label for label, _ in COMPARISONS[args.compare]]
     runs = parity_runs(Path(args.results_dir), args.data_dir, args.compare, args.seeds)
-    counts = runs.groupby("method").size().reindex(arms, fill_value=0)
+    counts = runs.groupby("arm").size().reindex(arms, fill_value=0)
     if counts.min() == 0:
         hint = ("--precision fp32 (and bf16; then task3)" if args.compare == "precision"
                 else "--precision bf16 (and again with --dropout_kernel int16)")
@@ -104,8 +104,8 @@ def main(argv=None) -> int:
         table.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
         "",
         "Total training time: " + ", ".join(
-            f"{p} {runs.loc[runs.method == p, 'train_time_s'].sum() / 60:.1f} min in "
-            f"{(runs.method == p).sum()} runs" for p in arms),
+            f"{p} {runs.loc[runs.arm == p, 'train_time_s'].sum() / 60:.1f} min in "
+            f"{(runs.arm == p).sum()} runs" for p in arms),
     ]
     text = "\n".join(lines)
     print(text)

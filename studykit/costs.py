@@ -1,45 +1,135 @@
-"""What runs cost in memory: the runs' own GPU peaks, or one measured training step for CPU runs.
+"""What runs and methods cost: time per epoch, checkpoint and trainable share per method, training-step
+memory (the runs' own GPU peaks, or one measured training step for CPU runs), and where an adapter model's
+trainable share comes from.
 
-Kept apart from `results` so that reading results never runs a training step.
+Kept apart from `results` so that reading results never builds a model or runs a training step.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
-from transformers import AutoConfig
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
+from .adapters import add_adapters, count_parameters
 from .data import DATASETS
 from .memory import measure_memory
+from .methods import LoRA
 from .modeling import resolve_model
 
-__all__ = ["training_memory"]
+__all__ = ["training_memory", "time_per_epoch", "describe_time_per_epoch", "method_costs", "describe_model_costs",
+           "adapter_share"]
+
+
+def _attention(config) -> str:
+    """torch's fused attention (sdpa) where the architecture supports it, else the eager path (MPNet)."""
+    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None)
+    return "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
 
 
 def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataFrame:
-    """Peak training memory per (dataset, method).
+    """Peak training memory per (dataset, label).
 
     GPU runs: the runs' own `torch.cuda.max_memory_allocated`. CPU runs: one measured training step of the
     same model, per-device batch and the dataset's typical length (`seq_len_by_dataset`), counting bytes of
     parameters, gradients, optimizer state and the activations autograd saves (`measure_memory`).
     """
     rows = []
-    for (dataset, method), part in results.groupby(["dataset", "method"]):
+    for (dataset, label), part in results.groupby(["dataset", "label"]):
         run = part.iloc[0]
         if str(run.get("peak_memory_kind", "")).startswith("cuda"):
-            rows.append({"dataset": dataset, "method": method, "total": part["peak_memory_bytes"].mean(),
+            rows.append({"dataset": dataset, "label": label, "total": part["peak_memory_bytes"].mean(),
                          "source": "cuda max allocated (runs)"})
             continue
         config = AutoConfig.from_pretrained(resolve_model(run["model_name"], Path(run["results_dir"]) / ".cache"))
         config.num_labels = len(DATASETS[dataset.rsplit("_", 1)[0]].labels)
         batch = int(run["batch_size"] // run["gradient_accumulation"] // run["num_processes"])
-        # the method from the run's config columns (None became NaN when frames were concatenated)
-        kind = run.get("training_method", "adapter" if pd.notna(run["adapter_size"]) else "full")
+        kind = run["training_method"]  # as the run recorded it (studykit.results.recorded_method)
         extra = {"adapter_size": int(run["adapter_size"])} if kind == "adapter" else {}
         if kind == "lora":
-            extra = {"lora_rank": int(run["lora_rank"]), "lora_targets": ["query", "value"]}
+            # the engine's LoRA targets, by every name they go by (query/value in BERT, q/v in MPNet)
+            extra = {"lora_rank": int(run["lora_rank"]), "lora_targets": list(LoRA(int(run["lora_rank"])).target_names)}
         measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]),
-                                  peft=None if kind == "full" else kind, attn_implementation="sdpa", **extra)
-        rows.append({"dataset": dataset, "method": method, **measured,
+                                  peft=None if kind == "full" else kind, attn_implementation=_attention(config), **extra)
+        rows.append({"dataset": dataset, "label": label, **measured,
                      "source": f"measured step, batch {batch}, {int(seq_len_by_dataset[dataset])} tokens (CPU)"})
-    return pd.DataFrame(rows).set_index(["dataset", "method"])
+    return pd.DataFrame(rows).set_index(["dataset", "label"])
+
+
+def time_per_epoch(results: pd.DataFrame) -> pd.DataFrame:
+    """Seconds per epoch with and without the evaluations run during training, mean per (dataset, label).
+
+    Per epoch of training done: a run that selection on dev stopped mid-epoch counts that epoch's fraction
+    (`epochs_trained`; older runs without it trained whole epochs, `epochs_run`)."""
+    epochs = results["epochs_trained"] if "epochs_trained" in results else results["epochs_run"]
+    epochs = epochs.fillna(results["epochs_run"])
+    frame = results.assign(**{"s/epoch, training only": results["train_time_s"] / epochs,
+                              "s/epoch incl. evaluations": results["time_per_epoch_s"] * results["epochs_run"] / epochs})
+    cols = ["s/epoch, training only", "s/epoch incl. evaluations", "train_samples_per_s"]
+    return frame.groupby(["dataset", "label"])[cols].mean().rename(
+        columns={"train_samples_per_s": "training examples/s"})
+
+
+def describe_time_per_epoch(table: pd.DataFrame) -> list[str]:
+    """Sentences from `time_per_epoch`: the seconds per epoch with and without the test evaluations."""
+    lines = []
+    for (dataset, label), r in table.iterrows():
+        train, total = r["s/epoch, training only"], r["s/epoch incl. evaluations"]
+        lines.append(f"{dataset}, {label}: {train:.3g} s per epoch of training, {total:.3g} s with the test "
+                     f"evaluations ({total / train - 1:+.0%}); {r['training examples/s']:.3g} training examples/s.")
+    return lines
+
+
+def method_costs(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, label): the model and method, trainable and total parameters, the share trained, the
+    checkpoint (adapter and LoRA runs: the saved file; full fine-tuning: the bytes of all trained weights) and
+    the time per epoch (`time_per_epoch`)."""
+    cost = results.groupby(["dataset", "label"]).agg(
+        model_name=("model_name", "first"), training_method=("training_method", "first"),
+        trainable_params=("trainable_params", "first"), total_params=("total_params", "first"),
+        checkpoint_MB=("checkpoint_bytes", lambda b: b.mean() / 1e6))
+    cost.insert(4, "trainable %", 100 * cost.trainable_params / cost.total_params)
+    return cost.join(time_per_epoch(results))
+
+
+def describe_model_costs(results: pd.DataFrame) -> list[str]:
+    """What a larger model costs, per dataset and pair of fully fine-tuned models (smaller first): parameters,
+    seconds per training epoch, checkpoint and process peak RSS (the whole process, from the runs' summaries),
+    each as a ratio to the smaller model's."""
+    full = results[results["training_method"] == "full"] if len(results) else results
+    lines = []
+    for dataset, part in full.groupby("dataset") if len(full) else []:
+        cost = method_costs(part).droplevel("dataset").join(
+            part.groupby("label")["peak_memory_bytes"].mean().rename("rss"))
+        cost = cost.sort_values(["total_params", "model_name"])
+        for (_, a), (_, b) in zip(cost.iloc[:-1].iterrows(), cost.iloc[1:].iterrows()):
+            if a["model_name"] == b["model_name"]:
+                continue
+            lines.append(
+                f"{dataset}, {b['model_name']} vs {a['model_name']} (full fine-tuning): {b['total_params']:,.0f} vs "
+                f"{a['total_params']:,.0f} parameters; {b['s/epoch, training only']:.3g} vs "
+                f"{a['s/epoch, training only']:.3g} s per training epoch "
+                f"({b['s/epoch, training only'] / a['s/epoch, training only']:.1f}x); checkpoint {b['checkpoint_MB']:.0f} vs "
+                f"{a['checkpoint_MB']:.0f} MB; process peak RSS {b['rss'] / 1e9:.2f} vs {a['rss'] / 1e9:.2f} GB.")
+    return lines
+
+
+def adapter_share(model_config, adapter_size: int, num_labels: int) -> dict:
+    """Where an adapter model's trainable share comes from, counted on the architecture built on the meta
+    device (no weights): layers L, width d, adapter, LayerNorm, head and embedding parameters, and the
+    percentage trained. The share grows with m/d (adapters ~4·m·d per layer against ~12·d² for the layer),
+    shrinks with the embedding table, and includes the classification head (RoBERTa's has a d×d dense layer,
+    BERT's is one linear layer on the frozen pooler)."""
+    config = model_config.__class__.from_dict(model_config.to_dict())
+    config.num_labels = num_labels
+    with torch.device("meta"):
+        model = add_adapters(AutoModelForSequenceClassification.from_config(config), adapter_size)
+    counts = count_parameters(model)
+    parts = {k: v["total"] for k, v in counts["by_component"].items()}
+    return {"layers L": config.num_hidden_layers, "width d": config.hidden_size, "bottleneck m": adapter_size,
+            "adapter params": parts.get("adapters", 0), "LayerNorm params": parts.get("layer_norm", 0),
+            "head params": parts.get("head", 0), "trainable params": counts["trainable"],
+            "total params": counts["total"], "embedding share of total %": 100 * parts.get("embeddings", 0) / counts["total"],
+            "trainable %": counts["percent_trainable"]}

@@ -1,36 +1,23 @@
 """The notebooks' summary boxes and findings: what ran, what did not, the settings beside the report's, and
-the main results in sentences — all generated from the runs, so they stay true when a notebook is re-run on
-another profile."""
+the main results in sentences — all generated from the runs (and `statistics`' verdicts, worded once there),
+so they stay true when a notebook is re-run on another profile or when more runs land."""
 from __future__ import annotations
-
-import dataclasses
 
 import pandas as pd
 
-from .analysis import format_interval, paired_statistics
-from .config import RunConfig
 from .hardware import hardware_label
-from .profiles import PROFILES
+from .profiles import PROFILES, study_configs
+from .results import metric_name, missing_cells, one_config_per_group
+from .statistics import (compare_models, compare_sizes, decide, format_interval, independent_comparison, paired_comparison,
+                         verdict, what_seeds_decide)
 
-__all__ = ["what_ran", "settings_beside_report", "time_per_epoch", "what_did_not_run", "task2_findings",
-           "task3_findings", "summary_box", "adapter_share", "describe_time_per_epoch"]
+__all__ = ["what_ran", "settings_beside_report", "what_did_not_run", "summary_box", "describe_ranking",
+           "task2_findings", "task3_findings", "describe_comparisons", "describe_model_comparisons",
+           "describe_class_differences", "describe_sizes", "describe_learning_rates", "describe_selection",
+           "describe_curve_facts", "describe_collapse", "describe_method_costs", "task3_answers", "CLOSE_TO_FULL"]
 
 
 # --- what ran, and how it differs from the report -------------------------------------------------------------
-
-def time_per_epoch(results: pd.DataFrame) -> pd.DataFrame:
-    """Seconds per epoch with and without the evaluations run during training, mean per (dataset, method).
-
-    Per epoch of training done: a run that selection on dev stopped mid-epoch counts that epoch's fraction
-    (`epochs_trained`; older runs without it trained whole epochs, `epochs_run`)."""
-    epochs = results["epochs_trained"] if "epochs_trained" in results else results["epochs_run"]
-    epochs = epochs.fillna(results["epochs_run"])
-    frame = results.assign(**{"s/epoch, training only": results["train_time_s"] / epochs,
-                              "s/epoch incl. evaluations": results["time_per_epoch_s"] * results["epochs_run"] / epochs})
-    cols = ["s/epoch, training only", "s/epoch incl. evaluations", "train_samples_per_s"]
-    return frame.groupby(["dataset", "method"])[cols].mean().rename(
-        columns={"train_samples_per_s": "training examples/s"})
-
 
 def what_ran(results: pd.DataFrame) -> str:
     """Models, datasets, seeds, methods, hardware and precision of the runs on display, from their
@@ -39,7 +26,7 @@ def what_ran(results: pd.DataFrame) -> str:
         return "No finished runs yet."
     precision = sorted({"fp32" if p in ("no", "fp32") else p for p in results["precision"].astype(str)})
     seeds = sorted(results["seed"].unique())
-    per_cell = results.groupby(["dataset", "method"])["seed"].nunique()
+    per_cell = results.groupby(["dataset", "label"])["seed"].nunique()
     return (f"{len(results)} runs: {', '.join(sorted(results['model_name'].unique()))}; "
             f"methods {', '.join(sorted(results['training_method'].unique()))}; datasets "
             f"{', '.join(sorted(results['dataset'].unique()))}; seeds {', '.join(map(str, seeds))} "
@@ -75,19 +62,20 @@ _REASONS = {
         "early_stopping_patience": "selected on the fixtures' dev splits, as the reference runs are",
     },
 }
-# A variant that leaves a setting out runs RunConfig's default: read from the dataclass, never copied.
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
-def _setting(variant: dict, key: str) -> str:
-    """A profile variant's value of `key` as shown; the method by name (implied by adapter_size when unset)."""
-    if key == "method":
-        return variant.get("method") or ("adapter" if variant.get("adapter_size") else "full")
-    return str(variant.get(key, _DEFAULTS.get(key)))
+def _settings(task: str, profile: str, key: str) -> dict:
+    """{dataset: "value and value"} of one setting over the profile's configs (RunConfig's own values and
+    defaults; the method by `method_name`)."""
+    values = {}
+    for config in study_configs(task, profile):
+        value = config.method_name if key == "method" else getattr(config, key)
+        values.setdefault(config.dataset, set()).add(str(value))
+    return {d: " and ".join(sorted(v)) for d, v in values.items()}
 
 
 def _per_dataset(values: dict) -> str:
-    distinct = set(map(str, values.values()))
+    distinct = set(values.values())
     if len(distinct) == 1:
         return distinct.pop()
     return " / ".join(f"{d.rsplit('_', 1)[0]} {v}" for d, v in values.items())
@@ -97,24 +85,39 @@ def settings_beside_report(task: str, profile: str = "reference") -> pd.DataFram
     """The profile's run settings beside the report's (the `full` profile's), one row per setting with the
     per-dataset values where they differ, and the reason for each difference."""
     rows = []
-    ours_runs, report_runs = PROFILES[task][profile]["runs"], PROFILES[task]["full"]["runs"]
     for key in ("learning_rate", "epochs", "batch_size", "max_length", "evals_per_epoch", "precision",
                 "adapter_size", "method", "early_stopping_patience"):
-        ours = {d: sorted({_setting(v, key) for v in vs}) for d, vs in ours_runs.items()}
-        report = {d: sorted({_setting(v, key) for v in vs}) for d, vs in report_runs.items()}
-        ours, report = ({d: " and ".join(v) for d, v in x.items()} for x in (ours, report))
+        ours, report = _settings(task, profile, key), _settings(task, "full", key)
         if set(ours.values()) == {"None"} and set(report.values()) == {"None"}:
             continue
         rows.append({"setting": key, profile: _per_dataset(ours), "report (full profile)": _per_dataset(report),
-                     "why": "same" if ours == {d: report[d] for d in ours if d in report} else _REASONS.get(profile, {}).get(key, "")})
+                     "why": "same" if ours == {d: report[d] for d in ours if d in report}
+                     else _REASONS.get(profile, {}).get(key, "")})
     return pd.DataFrame(rows).set_index("setting")
 
 
-# --- the notebooks' summary boxes and conclusions -------------------------------------------------------------
+def describe_learning_rates(configs, profile: str) -> list[str]:
+    """The learning rates run here per method, beside the full profile's adapter rates (from its configs)."""
+    ran = {}
+    for c in configs:
+        ran.setdefault(c.method_name, set()).add(c.learning_rate)
+    lines = [f"{method} learning rates run here: {', '.join(f'{r:g}' for r in sorted(rates))}"
+             for method, rates in sorted(ran.items())]
+    report = settings_beside_report(configs[0].task, profile).loc["learning_rate", "report (full profile)"]
+    lines.append(f"adapter learning rates of the full profile: {report} (per dataset: an adapter rate beside the "
+                 "report's rate)")
+    full_rates = sorted({c.learning_rate for c in study_configs(configs[0].task, "full")})
+    not_here = [r for r in full_rates if r not in ran.get("adapter", set())]
+    if not_here:
+        lines.append(f"adapter rates of the full profile not run in this profile: {', '.join(f'{r:g}' for r in not_here)}")
+    return lines
 
-def what_did_not_run(results: pd.DataFrame, task: str, profile: str) -> list[str]:
-    """What the study plans but these results lack: the full profile, LoRA, the five seeds (from PROFILES
-    and the runs, so the list empties itself as runs arrive)."""
+
+# --- the notebooks' summary boxes -------------------------------------------------------------------------------
+
+def what_did_not_run(results: pd.DataFrame, task: str, profile: str, missing_configs=()) -> list[str]:
+    """What the study plans but these results lack: the full profile, LoRA, the five seeds, and the cells of
+    `missing_configs` (configs asked for and not finished, e.g. `load_study(...).attrs["missing_configs"]`)."""
     full = PROFILES[task]["full"]
     missing = []
     if profile != "full":
@@ -126,7 +129,7 @@ def what_did_not_run(results: pd.DataFrame, task: str, profile: str) -> list[str
                        f"is in studykit/profiles.py)")
     if task == "task3" and (results.empty or "lora" not in set(results["training_method"])):
         missing.append("LoRA (implemented: method='lora' through the same engine): no LoRA runs in these results")
-    per_cell = results.groupby(["dataset", "method"])["seed"].nunique() if not results.empty else pd.Series(dtype=int)
+    per_cell = results.groupby(["dataset", "label"])["seed"].nunique() if not results.empty else pd.Series(dtype=int)
     short = per_cell[per_cell < len(full["seeds"])]
     if results.empty:
         missing.append(f"{len(full['seeds'])} seeds per cell (the report's count): no runs yet")
@@ -134,78 +137,8 @@ def what_did_not_run(results: pd.DataFrame, task: str, profile: str) -> list[str
         missing.append(f"{len(full['seeds'])} seeds per cell (the report's count): "
                        + "; ".join(f"{m} on {d} has {n}" for (d, m), n in short.items())
                        + " (fewer seeds, wider intervals; see the statistics section)")
+    missing += missing_cells(missing_configs)
     return missing
-
-
-def _per_dataset_scores(results: pd.DataFrame, metric: str = "f1_macro") -> str:
-    means = results.groupby(["dataset", "method"])[metric].mean()
-    return "; ".join(f"{d} {v:.3f}" for (d, _), v in means.items())
-
-
-def task2_findings(results: pd.DataFrame, missing: pd.DataFrame, scores: pd.DataFrame | None = None) -> list[str]:
-    """The main findings of Task 2 in a few sentences, from the runs (`missing`: `never_predicted`;
-    `scores`: `per_class_scores`, for each dataset's weakest class)."""
-    if results.empty:
-        return ["No finished runs: nothing to report yet."]
-    lines = []
-    models = sorted(results["model_name"].unique())
-    for dataset, part in results.groupby("dataset"):
-        means = part.groupby("method")["f1_macro"].mean().sort_values(ascending=False)
-        acc = part.groupby("method")["accuracy"].mean()[means.index[0]]
-        text = f"{dataset}: " + (f"{means.index[0]} reaches test macro-F1 {means.iloc[0]:.3f} (accuracy {acc:.3f})"
-                                 if len(means) == 1 else
-                                 f"best {means.index[0]} ({means.iloc[0]:.3f} macro-F1) ahead of {means.index[1]} "
-                                 f"({means.iloc[1]:.3f})")
-        if len(means) > 1:
-            cmp = paired_statistics(part, means.index[1], means.index[0], "f1_macro")
-            low, high = cmp["ci95"]
-            decided = ("beyond seed noise" if low > 0 or high < 0 else "not decided by these seeds")
-            text += (f", higher in {cmp['b_wins']} of {cmp['n']} seeds, 95 % t-interval of the difference "
-                     f"{format_interval(cmp['ci95'])}: {decided}")
-        if scores is not None and not scores.empty:
-            best = scores[(scores["dataset"] == dataset) & (scores["method"] == means.index[0])]
-            per_class = best.groupby("class", sort=False)["f1"].mean()
-            if len(per_class):
-                text += f"; its weakest class is {per_class.idxmin()} (F1 {per_class.min():.3f})"
-        gone = missing.loc[dataset] if dataset in missing.index.get_level_values(0) else None
-        if gone is not None:
-            for method, r in gone.iterrows():
-                if r["runs missing a class"]:
-                    who = "it" if len(means) == 1 else method
-                    text += (f"; in {r['runs missing a class']} of {r['runs']} runs {who} never predicts "
-                             f"{r['classes never predicted (seeds)']}")
-        lines.append(text + ".")
-    if len(models) == 1:
-        lines.insert(0, f"Only one model ran ({models[0]}), so which model is best cannot be answered from these "
-                        "runs; they show what full fine-tuning reaches per dataset and where macro-F1 is lost.")
-    return lines
-
-
-# Houlsby et al. 2019 report adapters within about 1 % of full fine-tuning; the study asks for 0.05 macro-F1.
-CLOSE_TO_FULL = 0.05
-
-
-def task3_findings(comparisons: pd.DataFrame, cost: pd.DataFrame | None = None) -> list[str]:
-    """The main findings of Task 3: per dataset, each method against full fine-tuning (difference, seeds
-    won, interval), and the share of weights trained (`cost` with trainable_params and total_params)."""
-    if comparisons.empty:
-        return ["No dataset has both full fine-tuning and another method finished: nothing to compare yet."]
-    lines = []
-    for method, part in comparisons.groupby("method"):
-        lost = int((part["seeds lost"] == part["paired seeds"]).sum())
-        decided = part[(part["t low"] > 0) | (part["t high"] < 0)]
-        close = int((part["difference"].abs() <= CLOSE_TO_FULL).sum())
-        text = (f"{method} vs full fine-tuning (test macro-F1): "
-                + "; ".join(f"{r.dataset} {r.difference:+.3f} (higher in {r['seeds won']}, lower in {r['seeds lost']} "
-                            f"of {r['paired seeds']} seeds)" for _, r in part.iterrows())
-                + f". Its mean is within {CLOSE_TO_FULL} of full fine-tuning on {close} of {len(part)} datasets; it is "
-                  f"below in every seed on {lost} of {len(part)}; the 95 % t-interval excludes 0 on {len(decided)} "
-                  f"of {len(part)}.")
-        lines.append(text)
-    if cost is not None and not cost.empty:
-        share = (cost["trainable_params"] / cost["total_params"]).groupby(level="method").mean()
-        lines.append("Weights trained: " + "; ".join(f"{m} {100 * s:.1f} %" for m, s in share.items()) + ".")
-    return lines
 
 
 def summary_box(title: str, ran: str, not_ran: list[str], findings: list[str]) -> str:
@@ -215,35 +148,262 @@ def summary_box(title: str, ran: str, not_ran: list[str], findings: list[str]) -
                       "**Main findings** (generated from the runs below).", *[f"- {f}" for f in findings]])
 
 
-def adapter_share(model_config, adapter_size: int, num_labels: int) -> dict:
-    """Where an adapter model's trainable share comes from, counted on the architecture built on the meta
-    device (no weights): layers L, width d, adapter, LayerNorm, head and embedding parameters, and the
-    percentage trained. The share grows with m/d (adapters ~4·m·d per layer against ~12·d² for the layer),
-    shrinks with the embedding table, and includes the classification head (RoBERTa's has a d×d dense layer,
-    BERT's is one linear layer on the frozen pooler)."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
+# --- Task 2: which model is best ------------------------------------------------------------------------------
 
-    from .adapters import add_adapters, count_parameters
-
-    config = model_config.__class__.from_dict(model_config.to_dict())
-    config.num_labels = num_labels
-    with torch.device("meta"):
-        model = add_adapters(AutoModelForSequenceClassification.from_config(config), adapter_size)
-    counts = count_parameters(model)
-    parts = {k: v["total"] for k, v in counts["by_component"].items()}
-    return {"layers L": config.num_hidden_layers, "width d": config.hidden_size, "bottleneck m": adapter_size,
-            "adapter params": parts.get("adapters", 0), "LayerNorm params": parts.get("layer_norm", 0),
-            "head params": parts.get("head", 0), "trainable params": counts["trainable"],
-            "total params": counts["total"], "embedding share of total %": 100 * parts.get("embeddings", 0) / counts["total"],
-            "trainable %": counts["percent_trainable"]}
+def _lead(part: pd.DataFrame, runner_up: str, best: str, metric: str, higher_is_better: bool = True) -> dict:
+    """The best label's lead over the runner-up: paired by seed within one model, independent samples across
+    two models (`statistics`' docstring says why). Returns n, mean_diff, ci95, verdict and `evidence` in words."""
+    model = part.groupby("label")["model_name"].first() if "model_name" in part else None
+    if model is not None and model[best] != model[runner_up]:
+        s = independent_comparison(part.loc[part.label == runner_up, metric], part.loc[part.label == best, metric])
+        better = s["prob_b_beats_a"] if higher_is_better else 1 - s["prob_b_beats_a"]  # ties count half either way
+        beats = "beats" if higher_is_better else f"has a lower {metric_name(metric)} than"
+        return {**s, "n": min(s["n_a"], s["n_b"]),
+                "evidence": (f"a random run of it {beats} a random run of {runner_up} in {better:.0%} of the "
+                             f"{s['pairs']} pairs of runs ({s['n_b']} and {s['n_a']} seeds, independent samples), Welch "
+                             f"95 % interval of the difference {format_interval(s['ci95'])}")}
+    s = paired_comparison(part, runner_up, best, metric)
+    return {**s, "evidence": (f"higher in {s['b_wins']} of {s['n']} seeds, 95 % t-interval of the paired "
+                              f"difference {format_interval(s['ci95'])}")}
 
 
-def describe_time_per_epoch(table: pd.DataFrame) -> list[str]:
-    """Sentences from `time_per_epoch`: the seconds per epoch with and without the test evaluations."""
+def describe_ranking(results: pd.DataFrame, metric: str = "f1_macro", higher_is_better: bool = True) -> list[str]:
+    """Per dataset: the best label by mean `metric`, and whether its lead over the runner-up is beyond seed
+    noise (paired by seed within a model, independent samples across models)."""
+    results = one_config_per_group(results, what="describe_ranking")
     lines = []
-    for (dataset, method), r in table.iterrows():
-        train, total = r["s/epoch, training only"], r["s/epoch incl. evaluations"]
-        lines.append(f"{dataset}, {method}: {train:.3g} s per epoch of training, {total:.3g} s with the test "
-                     f"evaluations ({total / train - 1:+.0%}); {r['training examples/s']:.3g} training examples/s.")
+    for dataset, part in results.groupby("dataset"):
+        means = part.groupby("label")[metric].mean().sort_values(ascending=not higher_is_better)
+        if len(means) == 1:
+            lines.append(f"{dataset}: only {means.index[0]} ran ({metric_name(metric)} {means.iloc[0]:.3f}).")
+            continue
+        best, second = means.index[0], means.index[1]
+        lead = _lead(part, second, best, metric, higher_is_better)
+        lines.append(f"{dataset}: {best} has the best mean {metric_name(metric)} ({means.iloc[0]:.3f}) ahead of "
+                     f"{second} ({means.iloc[1]:.3f}); {lead['evidence']}: {lead['verdict']}.")
     return lines
+
+
+def task2_findings(results: pd.DataFrame, missing: pd.DataFrame, scores: pd.DataFrame | None = None,
+                   missing_configs=()) -> list[str]:
+    """The main findings of Task 2 in a few sentences, from the runs (`missing`: `never_predicted`;
+    `scores`: `per_class_scores`, for each dataset's weakest class; `missing_configs`: configs of the model
+    comparison not finished, named so that a comparison not yet possible says what it waits for)."""
+    if results.empty:
+        return ["No finished runs: nothing to report yet."]
+    results = one_config_per_group(results, what="task2_findings")
+    lines = []
+    models = sorted(results["model_name"].unique())
+    for dataset, part in results.groupby("dataset"):
+        means = part.groupby("label")["f1_macro"].mean().sort_values(ascending=False)
+        acc = part.groupby("label")["accuracy"].mean()[means.index[0]]
+        text = f"{dataset}: " + (f"{means.index[0]} reaches test macro-F1 {means.iloc[0]:.3f} (accuracy {acc:.3f})"
+                                 if len(means) == 1 else
+                                 f"best {means.index[0]} ({means.iloc[0]:.3f} macro-F1) ahead of {means.index[1]} "
+                                 f"({means.iloc[1]:.3f})")
+        models_of = part.groupby("label")["model_name"].first()
+        if len(means) > 1 and models_of[means.index[0]] == models_of[means.index[1]]:
+            lead = _lead(part, means.index[1], means.index[0], "f1_macro")
+            text += f"; {lead['evidence']}: {lead['verdict']}"
+        elif len(means) > 1:
+            text += " (two models: compared as independent samples below)"
+        if scores is not None and not scores.empty:
+            best = scores[(scores["dataset"] == dataset) & (scores["label"] == means.index[0])]
+            per_class = best.groupby("class", sort=False)["f1"].mean()
+            if len(per_class):
+                text += f"; its weakest class is {per_class.idxmin()} (F1 {per_class.min():.3f})"
+        gone = missing.loc[dataset] if dataset in missing.index.get_level_values(0) else None
+        if gone is not None:
+            for label, r in gone.iterrows():
+                if r["runs missing a class"]:
+                    who = "it" if len(means) == 1 else label
+                    text += (f"; in {r['runs missing a class']} of {r['runs']} runs {who} never predicts "
+                             f"{r['classes never predicted (seeds)']}")
+        lines.append(text + ".")
+    if len(models) == 1 and not missing_configs:
+        lines.insert(0, f"Only one model ran ({models[0]}), so which model is best cannot be answered from these "
+                        "runs; they show what full fine-tuning reaches per dataset and where macro-F1 is lost.")
+    lines += describe_model_comparisons(compare_models(results), missing_configs=missing_configs)
+    return lines
+
+
+def describe_model_comparisons(table: pd.DataFrame, metric: str = "f1_macro", missing_configs=()) -> list[str]:
+    """One sentence per row of `compare_models`: both models' means and seeds, the difference with Welch's
+    interval, P(a run of the larger model beats a run of the smaller) over the n_a x n_b pairs, and the
+    verdict; then the cells the comparison still lacks (`missing_configs`)."""
+    lines = []
+    for _, r in table.iterrows():
+        lines.append(
+            f"{r['dataset']}, {r['model b']} vs {r['model a']} (full fine-tuning): {metric_name(metric)} "
+            f"{r[f'{metric} b']:.3f} ({r['n b']} seeds) vs {r[f'{metric} a']:.3f} ({r['n a']} seeds); difference "
+            f"{r['difference']:+.3f}, Welch 95 % interval {format_interval((r['Welch low'], r['Welch high']))} "
+            f"(independent samples: different models' seeds are not pairs); a random {r['model b']} run beats a random "
+            f"{r['model a']} run in {r['P(b beats a)']:.0%} of the {r['pairs']} pairs; {r['verdict']}.")
+    cells = missing_cells(missing_configs)
+    if cells:
+        lines.append("The model comparison still lacks: " + "; ".join(cells) + " (those cells are left out above, "
+                     "never estimated).")
+    return lines
+
+
+def describe_class_differences(table: pd.DataFrame) -> list[str]:
+    """From `compare_models_per_class`: the classes where two models' F1 differs beyond seed noise, and how
+    many do not."""
+    lines = []
+    for (dataset, a, b), part in table.groupby(["dataset", "model a", "model b"], sort=False) if len(table) else []:
+        differ = part[[decide((r["Welch low"], r["Welch high"]), min(r["n a"], r["n b"])) in ("higher", "lower")
+                       for _, r in part.iterrows()]]
+        text = (f"{dataset}, per class, {b} vs {a}: " + ("; ".join(
+            f"{r['class']} {r['f1 b']:.3f} vs {r['f1 a']:.3f} (difference {r['difference']:+.3f}, Welch "
+            f"{format_interval((r['Welch low'], r['Welch high']))})" for _, r in differ.iterrows())
+            or "no class differs beyond seed noise"))
+        rest = len(part) - len(differ)
+        lines.append(text + (f"; the other {rest} class{'es' if rest > 1 else ''} not decided by these seeds."
+                             if differ.size and rest else "."))
+    return lines
+
+
+# --- Task 3: adapters and LoRA against full fine-tuning ---------------------------------------------------------
+
+def describe_comparisons(comparisons: pd.DataFrame, metric: str = "f1_macro") -> list[str]:
+    """One sentence per row of `compare_methods`: the difference, its interval, seeds won, and the verdict."""
+    lines = []
+    for _, r in comparisons.iterrows():
+        lines.append(
+            f"{r['dataset']}: {r['label']} {r[f'{metric} method']:.3f} vs {r['baseline']} "
+            f"{r[f'{metric} baseline']:.3f} {metric_name(metric)}; difference {r['difference']:+.3f}, 95 % "
+            f"t-interval {format_interval((r['t low'], r['t high']))}; higher in {r['seeds won']} and lower in "
+            f"{r['seeds lost']} of {r['paired seeds']} seeds; {verdict((r['t low'], r['t high']), r['paired seeds'])}.")
+    return lines
+
+
+# Houlsby et al. 2019 report adapters within about 1 % of full fine-tuning; the study asks for 0.05 macro-F1.
+CLOSE_TO_FULL = 0.05
+
+
+def describe_sizes(results: pd.DataFrame, missing_configs=(), metric: str = "f1_macro") -> list[str]:
+    """Task 3 at two sizes: per dataset and method, the gap to full fine-tuning at each model and whether it
+    changes with the model (`compare_sizes`); the cells still missing are named, never estimated."""
+    lines = []
+    for _, r in compare_sizes(results, metric).iterrows():
+        lines.append(f"{r['dataset']}, {r['training_method']} minus full fine-tuning ({metric_name(metric)}): "
+                     f"{r['gap a']:+.3f} at {r['model a']} ({r['n a']} seeds), {r['gap b']:+.3f} at {r['model b']} "
+                     f"({r['n b']} seeds); the gap changes by {r['change']:+.3f}, Welch 95 % interval "
+                     f"{format_interval((r['Welch low'], r['Welch high']))}: {r['verdict']}.")
+    if not lines:
+        runs = results if len(results) else pd.DataFrame(columns=["model_name", "training_method"])
+        methods = runs.groupby("model_name")["training_method"].agg(lambda m: sorted(set(m)))
+        lines.append("The gap to full fine-tuning at two model sizes cannot be compared yet: it needs two models with "
+                     "full fine-tuning and another method on one dataset; these runs have "
+                     + ("; ".join(f"{m}: {', '.join(v)}" for m, v in methods.items()) or "none") + ".")
+    cells = missing_cells(missing_configs)
+    if cells:
+        lines.append("The two-size comparison still lacks: " + "; ".join(cells) + ".")
+    return lines
+
+
+def task3_findings(comparisons: pd.DataFrame, costs: pd.DataFrame | None = None,
+                   sizes: list[str] | None = None) -> list[str]:
+    """The main findings of Task 3: per dataset, each method against full fine-tuning (difference, seeds
+    won, interval), the share of weights trained (`costs`: `method_costs`, or any frame with trainable_params
+    and total_params per (dataset, label)), and the two-size sentences (`sizes`: `describe_sizes`)."""
+    if comparisons.empty:
+        return ["No dataset has both full fine-tuning and another method finished: nothing to compare yet."] \
+            + list(sizes or [])
+    lines = []
+    for label, part in comparisons.groupby("label"):
+        lost = int((part["seeds lost"] == part["paired seeds"]).sum())
+        decided = [r for _, r in part.iterrows()
+                   if decide((r["t low"], r["t high"]), r["paired seeds"]) in ("higher", "lower")]
+        close = int((part["difference"].abs() <= CLOSE_TO_FULL).sum())
+        lines.append(f"{label} vs full fine-tuning (test macro-F1): "
+                     + "; ".join(f"{r.dataset} {r.difference:+.3f} (higher in {r['seeds won']}, lower in "
+                                 f"{r['seeds lost']} of {r['paired seeds']} seeds)" for _, r in part.iterrows())
+                     + f". Its mean is within {CLOSE_TO_FULL} of full fine-tuning on {close} of {len(part)} datasets; "
+                       f"it is below in every seed on {lost} of {len(part)}; the 95 % t-interval excludes 0 on "
+                       f"{len(decided)} of {len(part)}.")
+    if costs is not None and not costs.empty:
+        share = (costs["trainable_params"] / costs["total_params"]).groupby(level="label").mean()
+        lines.append("Weights trained: " + "; ".join(f"{m} {100 * s:.1f} %" for m, s in share.items()) + ".")
+    return lines + list(sizes or [])
+
+
+def describe_method_costs(costs: pd.DataFrame, memory: pd.DataFrame | None = None) -> list[str]:
+    """Per dataset and method (`method_costs`): share trained, checkpoint, seconds per training epoch and
+    training-step memory (`training_memory`), each against full fine-tuning of the same model."""
+    lines = []
+    for dataset, part in costs.groupby(level="dataset"):
+        part = part.droplevel("dataset")
+        for label, row in part[part["training_method"] != "full"].iterrows():
+            text = (f"{dataset}, {label}: {row['trainable %']:.1f} % of the weights trained, checkpoint "
+                    f"{row.checkpoint_MB:.1f} MB, {row['s/epoch, training only']:.3g} s per training epoch")
+            full = part[(part["training_method"] == "full") & (part["model_name"] == row["model_name"])]
+            if len(full):
+                base = full.iloc[0]
+                text += (f" vs {base['s/epoch, training only']:.3g} s for full fine-tuning "
+                         f"({row['s/epoch, training only'] / base['s/epoch, training only']:.0%})")
+                if memory is not None:
+                    step = memory.loc[(dataset, label), "total"] / memory.loc[(dataset, full.index[0]), "total"]
+                    text += f"; training step memory {step:.0%} of full fine-tuning's"
+            lines.append(text + ".")
+    return lines
+
+
+def task3_answers(comparisons: pd.DataFrame, costs: pd.DataFrame, memory: pd.DataFrame | None,
+                  missing: pd.DataFrame, sizes: list[str] | None = None) -> list[str]:
+    """The answers to Task 3 in sentences: quality against full fine-tuning and the share trained
+    (`task3_findings`), each method's cost (`describe_method_costs`), the runs that drop a class
+    (`describe_collapse`, from `never_predicted`), the two-size comparison (`sizes`) and what the seeds can
+    decide."""
+    n = int(comparisons["paired seeds"].max()) if len(comparisons) else 0
+    return (task3_findings(comparisons, costs) + describe_method_costs(costs, memory) + describe_collapse(missing)
+            + list(sizes or []) + [what_seeds_decide(n)])
+
+
+# --- sentences on the analysis tables ------------------------------------------------------------------------
+
+def describe_selection(table: pd.DataFrame) -> list[str]:
+    """Sentences from `selection_table`: where each method was selected and whether it used its budget."""
+    lines = []
+    for (dataset, label), r in table.iterrows():
+        lines.append(f"{dataset}, {label}: selected at epoch {r['selected epoch']:.1f} on average (dev macro-F1 "
+                     f"{r['dev macro-F1']:.3f}); trained {r['epochs trained']:.1f} of {r['epoch budget']:.0f} epochs "
+                     f"({r['training min']:.1f} min), stopped early in {r['stopped early']} runs"
+                     + ("; its best dev score came, on average, in the last epoch of its budget: a larger budget "
+                        "may still help" if r["selected epoch"] > r["epoch budget"] - 1 else "") + ".")
+    return lines
+
+
+def describe_curve_facts(facts: pd.DataFrame) -> list[str]:
+    """Per (dataset, label), from `curve_facts`: how long its macro-F1 stayed at the majority-class level and
+    whether it was still rising when training stopped, in words."""
+    lines = []
+    for (dataset, label), part in facts.groupby(["dataset", "label"]):
+        n = len(part)
+        flat = part["epochs at majority level"]
+        never = int(part["never left majority level"].sum())
+        gain = part["last-epoch gain"]
+        rising = int((gain > 0).sum())
+        level = f"the majority-class level ({part['majority level'].iloc[0]:.3f})"
+        span = f"{flat.min():.1f}" if flat.min() == flat.max() else f"{flat.min():.1f}–{flat.max():.1f}"
+        text = (f"{dataset}, {label}: test macro-F1 was above {level} from the first evaluation"
+                if flat.max() == 0 else f"{dataset}, {label}: test macro-F1 stayed at {level} for {span} of "
+                f"{part['epochs'].max():.1f} epochs trained")
+        text += f", and never left it in {never} of {n} seeds" if never else ""
+        text += (f"; over the last epoch it rose by {gain.mean():+.3f} on average (rising in {rising} of {n} "
+                 f"seeds)" if gain.notna().any() else "")
+        lines.append(text + ".")
+    return lines
+
+
+def describe_collapse(missing: pd.DataFrame) -> list[str]:
+    """Sentences on runs that never predict some class (from `never_predicted`)."""
+    lines = []
+    for (dataset, label), r in missing.iterrows():
+        if r["runs missing a class"]:
+            text = (f"{dataset}, {label}: {r['runs missing a class']} of {r['runs']} runs never predict some "
+                    f"class: {r['classes never predicted (seeds)']}")
+            if r.get("runs predicting one class only", "none") != "none":
+                text += f"; predicting a single class: {r['runs predicting one class only']}"
+            lines.append(text + ".")
+    return lines or ["Every run predicts every class at least once."]

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .analysis import metric_name
+from .results import metric_name
 
 __all__ = ["METHOD_COLOURS", "method_colours", "plot_curves", "plot_confusions"]
 
@@ -39,22 +39,22 @@ _SPLIT_NAMES = {"test": "Test", "dev": "Dev", "train": "Training"}
 
 def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "test", save_to=None,
                 title: str | None = None, levels: dict | None = None):
-    """One panel per dataset: `metric` against epoch, one line per method (coloured by training method),
+    """One panel per dataset: `metric` against epoch, one line per label (coloured by its training method),
     mean ± std band over seeds; `levels` ({dataset: value}) draws the majority-class level."""
     data = metrics[metrics["split"] == split].dropna(subset=[metric])
     datasets = sorted(data["dataset"].unique())
-    colours = method_colours(data.groupby("method")["training_method"].first().to_dict())
+    colours = method_colours(data.groupby("label")["training_method"].first().to_dict())
     name = f"{_SPLIT_NAMES.get(split, split)} {metric_name(metric)}" if metric != "loss" \
         else metric_name(metric).capitalize()
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.6 * max(len(datasets), 1), 3.6), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        for method, part in data[data["dataset"] == dataset].groupby("method"):
+        for label, part in data[data["dataset"] == dataset].groupby("label"):
             curve = part.groupby("step").agg(epoch=("epoch", "mean"), mean=(metric, "mean"),
                                              std=(metric, "std"), n=(metric, "size"))
             std = curve["std"].fillna(0)
-            ax.plot(curve["epoch"], curve["mean"], color=colours[method],
-                    label=f"{method} ({part['seed'].nunique()} seeds)")
-            ax.fill_between(curve["epoch"], curve["mean"] - std, curve["mean"] + std, color=colours[method],
+            ax.plot(curve["epoch"], curve["mean"], color=colours[label],
+                    label=f"{label} ({part['seed'].nunique()} seeds)")
+            ax.fill_between(curve["epoch"], curve["mean"] - std, curve["mean"] + std, color=colours[label],
                             alpha=0.2)
         if levels and dataset in levels:
             ax.axhline(levels[dataset], color="grey", linestyle="--", linewidth=1, label="majority-class level")
@@ -68,10 +68,10 @@ def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "t
 
 
 def plot_confusions(matrices: dict, save_to=None):
-    """Confusion matrices (from `confusion_matrices`), one column per dataset and one row per method; cells
+    """Confusion matrices (from `confusion_matrices`), one column per dataset and one row per label; cells
     coloured by the share of each gold class (row), annotated with the mean count over seeds."""
     datasets = sorted({d for d, _ in matrices})
-    methods = sorted({m for _, m in matrices})
+    methods = sorted({m for _, m in matrices})  # the runs' labels
     fig, axes = plt.subplots(len(methods), len(datasets), squeeze=False,
                              figsize=(4.2 * len(datasets), 3.9 * len(methods)))
     for j, dataset in enumerate(datasets):

@@ -22,7 +22,7 @@ def _config(fixture_data, tmp_path, **kw):
 
 def _row(config, run_dir, **extra):
     return {"config_hash": config.config_hash(), "seed": config.seed, "run_dir": str(run_dir),
-            "dataset": config.dataset, "method": "m", "training_method": "full", "f1_macro": 0.5, **extra}
+            "dataset": config.dataset, "label": "m", "training_method": "full", "f1_macro": 0.5, **extra}
 
 
 # --- selection by config ----------------------------------------------------------------------------------------
@@ -65,7 +65,7 @@ def _runs_with_predictions(tmp_path, fixture_data):
         folder = tmp_path / f"run{seed}"
         folder.mkdir()
         (folder / "predictions.json").write_text(json.dumps([int(p) for p in pred]))
-        runs.append({"dataset": "restaurant_sup", "method": "full lr=1", "training_method": "full",
+        runs.append({"dataset": "restaurant_sup", "label": "full lr=1", "training_method": "full",
                      "seed": seed, "run_dir": str(folder)})
     return pd.DataFrame(runs), gold, names
 
@@ -134,9 +134,9 @@ def test_majority_level_is_the_macro_f1_of_the_constant_predictor(fixture_data):
 # --- statistics ---------------------------------------------------------------------------------------------------
 
 def _paired(a, b, dataset="d"):
-    rows = [{"dataset": dataset, "model_name": "x", "method": "full", "training_method": "full", "seed": s,
+    rows = [{"dataset": dataset, "model_name": "x", "label": "full", "training_method": "full", "seed": s,
              "f1_macro": v} for s, v in enumerate(a, 1)]
-    rows += [{"dataset": dataset, "model_name": "x", "method": "adapter", "training_method": "adapter", "seed": s,
+    rows += [{"dataset": dataset, "model_name": "x", "label": "adapter", "training_method": "adapter", "seed": s,
               "f1_macro": v} for s, v in enumerate(b, 1)]
     return pd.DataFrame(rows)
 
@@ -149,9 +149,9 @@ def test_wilcoxon_floor_and_what_seeds_decide():
     assert "can reach 0.05" in utils.what_seeds_decide(6)
 
 
-def test_paired_statistics_uses_scipy():
+def test_paired_comparison_uses_scipy():
     frame = _paired([0.60, 0.62, 0.61, 0.63, 0.64], [0.50, 0.55, 0.52, 0.58, 0.51])
-    out = utils.paired_statistics(frame, "full", "adapter")
+    out = utils.paired_comparison(frame, "full", "adapter")
     diff = np.array([0.50, 0.55, 0.52, 0.58, 0.51]) - np.array([0.60, 0.62, 0.61, 0.63, 0.64])
     assert out["wilcoxon_p"] == pytest.approx(stats.wilcoxon(diff, method="exact").pvalue) == 0.0625
     assert out["b_wins"] == 0 and out["b_losses"] == 5
@@ -163,39 +163,58 @@ def test_compare_methods_and_findings_sentences():
     frame = _paired([0.60, 0.62, 0.61], [0.40, 0.45, 0.42])
     table = utils.compare_methods(frame)
     row = table.iloc[0]
-    assert row["method"] == "adapter" and row["baseline"] == "full" and row["seeds lost"] == 3
+    assert row["label"] == "adapter" and row["baseline"] == "full" and row["seeds lost"] == 3
     assert row["difference"] == pytest.approx(np.mean([-0.20, -0.17, -0.19]))
     sentence = utils.describe_comparisons(table)[0]
     assert "difference -0.187" in sentence and "lower in 3 of 3 seeds" in sentence
     assert "excludes 0" in sentence  # -0.187 with a small spread is beyond noise even over 3 seeds
-    cost = pd.DataFrame({"trainable_params": [10, 100], "total_params": [100, 100]},
-                        index=pd.MultiIndex.from_tuples([("d", "adapter"), ("d", "full")], names=["dataset", "method"]))
-    findings = utils.task3_findings(table, cost)
+    runs = frame.assign(trainable_params=lambda f: np.where(f.training_method == "full", 100, 10), total_params=100,
+                        checkpoint_bytes=lambda f: f.trainable_params * 4e4, train_time_s=lambda f: np.where(
+                            f.training_method == "full", 200.0, 100.0), epochs_run=2, time_per_epoch_s=120.0,
+                        train_samples_per_s=10.0)
+    costs = utils.method_costs(runs)
+    assert costs.loc[("d", "adapter"), "trainable %"] == 10.0 and costs.loc[("d", "full"), "checkpoint_MB"] == 4.0
+    findings = utils.task3_findings(table, costs, sizes=["two sizes"]) + utils.describe_method_costs(costs)
     assert "below in every seed on 1 of 1" in findings[0] and "within 0.05 of full fine-tuning on 0 of 1" in findings[0]
     assert "higher in 0, lower in 3 of 3 seeds" in findings[0]
     assert "adapter 10.0 %" in findings[1] and "full 100.0 %" in findings[1]
-    assert "nothing to compare" in utils.task3_findings(utils.compare_methods(frame[frame.method == "full"]))[0]
+    assert findings[3] == ("d, adapter: 10.0 % of the weights trained, checkpoint 0.4 MB, 50 s per training epoch vs "
+                           "100 s for full fine-tuning (50%).")
+    memory = pd.DataFrame({"total": [30.0, 120.0]}, index=pd.MultiIndex.from_tuples(
+        [("d", "adapter"), ("d", "full")], names=["dataset", "label"]))
+    assert utils.describe_method_costs(costs, memory)[0].endswith("training step memory 25% of full fine-tuning's.")
+    assert findings[2] == "two sizes"
+    missing = pd.DataFrame([{"dataset": "d", "label": "adapter", "runs": 3, "runs missing a class": 0}]).set_index(
+        ["dataset", "label"])
+    answers = utils.task3_answers(table, costs, memory, missing, ["two sizes"])
+    assert answers[:2] == findings[:2] and answers[2].endswith("25% of full fine-tuning's.")
+    assert answers[3:] == ["Every run predicts every class at least once.", "two sizes", utils.what_seeds_decide(3)]
+    assert "nothing to compare" in utils.task3_findings(utils.compare_methods(frame[frame.label == "full"]))[0]
 
 
 def test_task2_findings_name_the_single_model_and_the_lost_classes():
-    results = pd.DataFrame([{"dataset": "acl_sup", "model_name": "m", "method": "m full", "seed": s,
-                             "f1_macro": f, "accuracy": 0.6} for s, f in [(1, 0.3), (2, 0.32)]])
-    missing = pd.DataFrame([{"dataset": "acl_sup", "method": "m full", "runs": 2, "runs missing a class": 2,
-                             "classes never predicted (seeds)": "Future (seeds 1, 2)"}]).set_index(["dataset", "method"])
+    results = pd.DataFrame([{"dataset": "acl_sup", "model_name": "m", "label": "m full", "training_method": "full",
+                             "seed": s, "f1_macro": f, "accuracy": 0.6} for s, f in [(1, 0.3), (2, 0.32)]])
+    missing = pd.DataFrame([{"dataset": "acl_sup", "label": "m full", "runs": 2, "runs missing a class": 2,
+                             "classes never predicted (seeds)": "Future (seeds 1, 2)"}]).set_index(["dataset", "label"])
     lines = utils.task2_findings(results, missing)
     assert lines[0].startswith("Only one model ran (m)")
     assert "reaches test macro-F1 0.310 (accuracy 0.600)" in lines[1]
     assert "in 2 of 2 runs it never predicts Future (seeds 1, 2)" in lines[1]
-    two = pd.concat([results, results.assign(model_name="n", method="n full", f1_macro=[0.5, 0.52])])
-    line = utils.task2_findings(two, missing.iloc[:0])[0]
-    assert line.startswith("acl_sup: best n full (0.510 macro-F1) ahead of m full (0.310)")
-    assert "higher in 2 of 2 seeds" in line and "beyond seed noise" in line  # +0.2 in both seeds: no spread
+    two = pd.concat([results, results.assign(model_name="n", label="n full", f1_macro=[0.5, 0.52])])
+    lines = utils.task2_findings(two, missing.iloc[:0])
+    assert lines[0] == ("acl_sup: best n full (0.510 macro-F1) ahead of m full (0.310) (two models: compared as "
+                        "independent samples below).")
+    assert lines[1].startswith("acl_sup, n vs m (full fine-tuning): macro-F1 0.510 (2 seeds) vs 0.310 (2 seeds); "
+                               "difference +0.200, Welch 95 % interval")
+    assert "beats a random m run in 100% of the 4 pairs" in lines[1] and "higher beyond seed noise" in lines[1]
+    assert len(lines) == 2  # nothing missing: no line naming missing cells
 
 
 # --- curves -------------------------------------------------------------------------------------------------------
 
 def _curve(seed, values, method="adapter", dataset="d"):
-    return pd.DataFrame({"dataset": dataset, "method": method, "training_method": method, "seed": seed,
+    return pd.DataFrame({"dataset": dataset, "label": method, "training_method": method, "seed": seed,
                          "split": "test", "step": range(1, len(values) + 1),
                          "epoch": np.arange(1, len(values) + 1) / 2, "f1_macro": values})
 
@@ -239,7 +258,7 @@ def test_settings_beside_report_gives_a_reason_for_each_difference():
 
 
 def test_what_ran_and_what_did_not():
-    results = pd.DataFrame([{"model_name": "m", "training_method": "full", "dataset": "d", "method": "x",
+    results = pd.DataFrame([{"model_name": "m", "training_method": "full", "dataset": "d", "label": "x",
                              "seed": s, "hardware": "cpu", "precision": "no"} for s in (1, 2, 3)])
     assert "3 runs: m; methods full" in utils.what_ran(results) and "precision fp32" in utils.what_ran(results)
     missing = utils.what_did_not_run(results, "task3", "reference")
@@ -269,7 +288,7 @@ def test_tables_and_curves_of_one_config_from_run_folders(fixture_data, tmp_path
     for c in three:
         finish(c, 0.9)
     results = utils.load_results(tmp_path, task="task2")
-    assert len(results) == 4 and results["method"].nunique() == 1  # the label cannot tell them apart
+    assert len(results) == 4 and results["label"].nunique() == 1  # the label cannot tell them apart
     chosen = utils.select_runs(results, three)
     assert len(chosen) == 2 and set(chosen["f1_macro"]) == {0.9}
     metrics = utils.load_metrics(tmp_path, task="task2")
@@ -279,7 +298,7 @@ def test_tables_and_curves_of_one_config_from_run_folders(fixture_data, tmp_path
 
 
 def test_time_per_epoch_with_and_without_evaluation():
-    results = pd.DataFrame([{"dataset": "d", "method": "m", "train_time_s": 300.0, "epochs_run": 3,
+    results = pd.DataFrame([{"dataset": "d", "label": "m", "train_time_s": 300.0, "epochs_run": 3,
                              "time_per_epoch_s": 150.0, "train_samples_per_s": 20.0}])
     table = utils.time_per_epoch(results)
     assert table.loc[("d", "m"), "s/epoch, training only"] == 100.0
@@ -289,10 +308,10 @@ def test_time_per_epoch_with_and_without_evaluation():
 
 
 def test_selection_table_reports_the_budget_used_and_the_epoch_chosen():
-    rows = [{"dataset": "acl_sup", "method": "adapter", "seed": s, "epochs": 8, "epochs_trained": t,
+    rows = [{"dataset": "acl_sup", "label": "adapter", "seed": s, "epochs": 8, "epochs_trained": t,
              "selected_epoch": e, "stopped_early": t < 8, "dev_f1_macro": 0.5, "train_time_s": 600.0}
             for s, (t, e) in enumerate([(8.0, 7.5), (6.5, 7.0), (8.0, 8.0)], 1)]
-    rows.append({"dataset": "acl_sup", "method": "full (old run)", "seed": 1, "epochs": 5, "epochs_trained": 5.0,
+    rows.append({"dataset": "acl_sup", "label": "full (old run)", "seed": 1, "epochs": 5, "epochs_trained": 5.0,
                  "selected_epoch": None, "stopped_early": None, "dev_f1_macro": None, "train_time_s": 100.0})
     table = utils.selection_table(pd.DataFrame(rows))
     row = table.loc[("acl_sup", "adapter")]
@@ -329,14 +348,16 @@ AGGREGATORS = {
     "confusion_matrices": lambda r: utils.confusion_matrices(r),
     "overlap_effect": lambda r: utils.overlap_effect(r, "restaurant_sup"),
     "paired_comparison": lambda r: utils.paired_comparison(r, "m", "other"),
-    "paired_statistics": lambda r: utils.paired_statistics(r, "m", "other"),
+    "compare_models": lambda r: utils.compare_models(r),
+    "compare_sizes": lambda r: utils.compare_sizes(r),
+    "task2_findings": lambda r: utils.task2_findings(r, pd.DataFrame()),
 }
 
 
 @pytest.mark.parametrize("name", sorted(AGGREGATORS))
 def test_a_table_that_pools_configurations_under_one_label_is_refused(fixture_data, tmp_path, name):
     results = _pooled(fixture_data, tmp_path)
-    results = pd.concat([results, results.iloc[:1].assign(method="other", config_hash="other")], ignore_index=True)
+    results = pd.concat([results, results.iloc[:1].assign(label="other", config_hash="other")], ignore_index=True)
     with pytest.raises(ValueError, match=rf"{name}: the group .*'m'.* holds runs of 6 configurations .*settings "
                                          r"that differ: weight_decay: 0.0, 0.01, 0.1, 0.2, 0.5, 1.0.*select_runs"):
         AGGREGATORS[name](results)
@@ -351,14 +372,14 @@ def test_curve_facts_refuse_pooled_curves(fixture_data, tmp_path):
 
 
 def test_summarize_by_the_setting_that_differs_keeps_configurations_apart(fixture_data, tmp_path):
-    table = utils.summarize(_pooled(fixture_data, tmp_path), by=("dataset", "method", "weight_decay"))
+    table = utils.summarize(_pooled(fixture_data, tmp_path), by=("dataset", "label", "weight_decay"))
     assert len(table) == 6 and set(table[("f1_macro", "n")]) == {1}
 
 
 def test_duplicate_seeds_warn_and_count_once_in_every_aggregate(fixture_data, tmp_path):
     config, other = _config(fixture_data, tmp_path), _config(fixture_data, tmp_path, epochs=1)
     results = pd.DataFrame([_row(config, tmp_path / "x/seed1", f1_macro=0.2), _row(config, tmp_path / "y/seed1", f1_macro=0.8),
-                            _row(other, tmp_path / "z/seed1", method="b", f1_macro=0.5)])
+                            _row(other, tmp_path / "z/seed1", label="b", f1_macro=0.5)])
     with pytest.warns(utils.DuplicateSeedWarning, match=r"summarize: duplicate runs.*x/seed1, .*y/seed1"):
         table = utils.summarize(results, metrics=("f1_macro",))
     assert table.loc[("restaurant_sup", "m"), ("f1_macro", "mean")] == 0.2  # the first folder, not the mean

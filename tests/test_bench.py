@@ -161,9 +161,9 @@ def test_parity_table_pairs_precisions_by_seed_and_flags_missing_cells():
     rows = []
     for seed, (f32, b16) in enumerate([(0.60, 0.62), (0.70, 0.71), (0.65, 0.68)], 1):
         for precision, f1 in (("fp32", f32), ("bf16", b16)):
-            rows.append({"dataset": "acl_sup", "training_method": "full", "method": precision, "seed": seed,
+            rows.append({"dataset": "acl_sup", "training_method": "full", "arm": precision, "seed": seed,
                          "f1_macro": f1, "accuracy": f1 + 0.1, "train_time_s": 100.0 if precision == "fp32" else 40.0})
-    rows.append({"dataset": "agnews_sup", "training_method": "full", "method": "fp32", "seed": 1,
+    rows.append({"dataset": "agnews_sup", "training_method": "full", "arm": "fp32", "seed": 1,
                  "f1_macro": 0.9, "accuracy": 0.9, "train_time_s": 1.0})
     table = parity_table(pd.DataFrame(rows)).set_index("dataset")
     assert table.loc["acl_sup", "pairs"] == 3
@@ -182,7 +182,7 @@ def test_parity_compares_dropout_kernels_on_the_same_grid():
                                dropout_kernel="int16")
     assert all(c.dropout_kernel == "torch" for c in torch_runs)  # the profile pins its committed kernel
     assert {c.config_hash() for c in torch_runs}.isdisjoint(c.config_hash() for c in int16_runs)
-    rows = [{"dataset": "acl_sup", "training_method": "full", "method": kernel, "seed": seed, "f1_macro": f1,
+    rows = [{"dataset": "acl_sup", "training_method": "full", "arm": kernel, "seed": seed, "f1_macro": f1,
              "accuracy": f1, "train_time_s": t}
             for seed in (1, 2) for kernel, f1, t in (("torch", 0.5 + seed / 100, 90.0), ("int16", 0.5, 60.0))]
     table = parity_table(pd.DataFrame(rows), "dropout").set_index("dataset")

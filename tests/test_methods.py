@@ -123,7 +123,7 @@ def test_lora_run_saves_its_weights_and_loads_as_structured_columns(tmp_path, fi
     assert summary["trainable_params"] == lora_parameter_count(LAYERS, HIDDEN, 8) + 3 * HIDDEN + 3 + HIDDEN * HIDDEN + HIDDEN
     assert (config.run_dir / "lora.safetensors").stat().st_size == summary["checkpoint_bytes"]
     row = load_results(tmp_path).iloc[0]
-    assert (row["training_method"], row["lora_rank"], row["method"]) == ("lora", 8, "tiny-roberta lora8 lr=0.01")
+    assert (row["training_method"], row["lora_rank"], row["label"]) == ("lora", 8, "tiny-roberta lora8 lr=0.01")
     assert json.loads((config.run_dir / "config.json").read_text())["method"] == "lora"
 
 

@@ -88,6 +88,6 @@ def test_parity_runs_of_both_precisions_are_committed(real_data):
     from bench.parity import parity_runs
     runs = parity_runs(ROOT / "results" / "parity", data_dir=real_data)
     both_tasks = sum(len(utils.study_configs(t, "parity")) for t in ("task2", "task3"))
-    assert runs.groupby("method").size().to_dict() == {"bf16": both_tasks, "fp32": both_tasks}
-    assert set(runs.loc[runs.method == "bf16", "precision"]) == {"bf16"}
-    assert set(runs.loc[runs.method == "fp32", "precision"]) <= {"fp32", "no"}
+    assert runs.groupby("arm").size().to_dict() == {"bf16": both_tasks, "fp32": both_tasks}
+    assert set(runs.loc[runs.arm == "bf16", "precision"]) == {"bf16"}
+    assert set(runs.loc[runs.arm == "fp32", "precision"]) <= {"fp32", "no"}

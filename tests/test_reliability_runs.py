@@ -21,7 +21,8 @@ import studykit.runs as runs
 import studykit.training as training
 from studykit.data import dataset_source
 from studykit.grid import run_grid
-from studykit.results import load_results, summarize
+from studykit.results import load_results
+from studykit.statistics import summarize
 from studykit.runs import RunFolder, clean_stale_temporaries
 from studykit.config import RunConfig
 
