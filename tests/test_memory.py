@@ -249,6 +249,7 @@ def test_committed_validation_table_is_complete_and_within_tolerance():
     assert len(table) == len(M.validation_cases("fast"))
     assert table["model"].nunique() >= 8 and table["held_out"].sum() >= 6
     assert set(table["attention"]) == {"eager", "sdpa"} and {"full fine-tuning"} < set(table["method"])
+    assert table["checkpointing"].any() and table["optimizer"].str.contains("foreach").any()
     assert (table["err_pct"].abs() <= 100 * M.TOTAL_TOLERANCE).all(), table.loc[table["err_pct"].abs().idxmax()]
     assert table["produced_by"].str.startswith("bench/memory_report.py").all()
 

@@ -3,8 +3,8 @@ measurement to check it.
 
 `estimate_memory(model, **assumptions)` gives the bytes live at the peak of one training step, per GPU, by
 component (weights, gradients, optimizer_state, master_weights, activations, temporaries, overhead), the
-phase that holds the peak (forward, backward or the optimizer step), and the older per-component sum as
-a named upper bound. GB = 10^9 bytes throughout.
+phase that holds the peak (forward, backward or the optimizer step), and the older per-component sum under
+its own name (`sum_of_components`: not the peak, and not a bound either). GB = 10^9 bytes throughout.
 
 The package, one room per concern:
 - catalog    shipped configs (no download), precision schemes, optimizers, GPU sizes

@@ -139,9 +139,12 @@ def estimate_memory(model, preset=None, seq_len_beyond_positions: bool = False, 
     """Bytes per component (`COMPONENTS`) live at the peak of one training step, per GPU, and `total`.
 
     `total` is the peak of the step's timeline (forward, backward, optimizer step; `step_timeline`) plus
-    the GPU overhead; `peak_phase` names the phase that holds it; `sum_of_components` is the older,
-    larger accounting: every component at its largest at once (weights + all gradients + optimizer
-    state + master weights + all activations kept for backward + overhead), an upper bound.
+    the GPU overhead; `peak_phase` names the phase that holds it; `sum_of_components` is the accounting the
+    estimator used before: weights + all gradients + optimizer state + master weights + the activations live
+    at the end of forward (+ overhead), added as if all were alive at once. It is not the peak, and not a
+    bound either: it over-counts where activations are freed before gradients appear (full fine-tuning) and
+    under-counts where backward's temporaries (the gradient of the logits) come on top (PEFT); the
+    validation table shows both.
 
     model: a parameter count (then activations must be given, e.g. by preset="report": the sum
       accounting, no timeline), a shipped name from `MODEL_CONFIGS`, or a transformers config.

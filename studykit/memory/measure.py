@@ -61,12 +61,13 @@ def _replayed_peak(prof):
 
 
 def measured_peak(model, batch_size=2, seq_len=64, scheme="fp32", optimizer="adamw", method=None,
-                  attn_implementation="eager", device=None, seed=0):
+                  attn_implementation="eager", device=None, seed=0, foreach=None, checkpointing=False):
     """The true peak of live bytes in the second of two real training steps, and what it starts from.
 
     Returns dict(peak, start, weights, gradients, optimizer_state, after, how): `start` is what is live
     when the step begins (weights, buffers, optimizer state), `after` the bytes the allocator still held
-    at its end beyond `start` (0 once the step frees what it made).
+    at its end beyond `start` (0 once the step frees what it made). foreach=True: AdamW's multi-tensor update
+    (CUDA's default); checkpointing: transformers' gradient checkpointing (recomputation in backward).
     """
     if scheme not in MEASURABLE_SCHEMES:
         raise ValueError(f"a plain step runs scheme {', '.join(MEASURABLE_SCHEMES)}; {scheme!r} keeps a separate "
@@ -78,9 +79,11 @@ def measured_peak(model, batch_size=2, seq_len=64, scheme="fp32", optimizer="ada
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         net = (method or method_from()).apply(build_model(config, dtype, attn_implementation)).to(device)
+    if checkpointing:
+        net.gradient_checkpointing_enable(gradient_checkpointing_kwargs=dict(use_reentrant=False))
     params = list(net.parameters())
     trainable = [p for p in params if p.requires_grad]
-    opt = make_optimizer(optimizer, trainable)
+    opt = make_optimizer(optimizer, trainable, foreach=foreach)
     inputs = {k: v.to(device) for k, v in training_inputs(config, batch_size, seq_len).items()}
     amp = torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext()
     grads = {}
@@ -144,6 +147,11 @@ def validation_cases(profile="fast"):
         for method in methods:
             for attn in ("eager", "sdpa"):
                 cases.append(dict(model=model, method=method, attn_implementation=attn))
+    # AdamW's foreach update (CUDA's default) and gradient checkpointing: llama-mini has no dropout, so the
+    # estimate's CUDA-like kernels (device="cuda", which selects foreach) change nothing else there
+    cases += [dict(model="llama-mini", method=full, attn_implementation="sdpa", foreach=True),
+              dict(model="llama-mini", method=lora, attn_implementation="sdpa", checkpointing=True),
+              dict(model="roberta-mini", method=full, attn_implementation="eager", checkpointing=True)]
     cases += [dict(model="llama-mini", method=full, attn_implementation="sdpa", scheme="bf16"),
               dict(model="llama-mini", method=lora, attn_implementation="sdpa", scheme="autocast"),
               dict(model="roberta-mini", method=adapters, attn_implementation="sdpa", scheme="autocast"),
@@ -160,21 +168,26 @@ def validation_cases(profile="fast"):
     cases += [dict(c, held_out=True) for c in held_out]
     if profile != "fast":
         cases += [dict(model="roberta-base", method=full, attn_implementation="sdpa", batch_size=4, seq_len=128)]
-    return [dict(dict(batch_size=4, seq_len=64, scheme="fp32", optimizer="adamw", held_out=False), **c)
-            for c in cases]
+    return [dict(dict(batch_size=4, seq_len=64, scheme="fp32", optimizer="adamw", held_out=False, foreach=False,
+                      checkpointing=False), **c) for c in cases]
 
 
 def validate_estimates(cases=None, profile="fast"):
     """Estimate vs measured peak for each case (default `validation_cases(profile)`), on the CPU: a DataFrame."""
     rows = []
     for c in cases or validation_cases(profile):
-        common = dict(batch_size=c["batch_size"], seq_len=c["seq_len"], optimizer=c["optimizer"])
+        c = dict(dict(foreach=False, checkpointing=False), **c)
+        common = dict(batch_size=c["batch_size"], seq_len=c["seq_len"], optimizer=c["optimizer"],
+                      checkpointing=c["checkpointing"])
         m = measured_peak(c["model"], scheme=c["scheme"], method=c["method"],
-                          attn_implementation=c["attn_implementation"], device="cpu", **common)
+                          attn_implementation=c["attn_implementation"], device="cpu",
+                          foreach=True if c["foreach"] else None, **common)
         e = estimate_memory(c["model"], scheme=c["scheme"], method=c["method"],
-                            attn_implementation=c["attn_implementation"], device="cpu", overhead=False, **common)
+                            attn_implementation=c["attn_implementation"], device="cuda" if c["foreach"] else "cpu",
+                            overhead=False, **common)
         rows.append(dict(model=c["model"], method=describe_method(c["method"]), scheme=c["scheme"],
-                         optimizer=c["optimizer"], attention=c["attn_implementation"], batch=c["batch_size"],
+                         optimizer=c["optimizer"] + (" (foreach)" if c["foreach"] else ""),
+                         checkpointing=c["checkpointing"], attention=c["attn_implementation"], batch=c["batch_size"],
                          seq=c["seq_len"], held_out=c["held_out"], peak_phase=e["peak_phase"],
                          estimated_by=e["how"].split(" (")[0], est_peak_MB=e["total"] / 1e6,
                          measured_peak_MB=m["peak"] / 1e6, err_pct=100 * (e["total"] / m["peak"] - 1),

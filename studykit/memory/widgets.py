@@ -221,7 +221,7 @@ def report_walk(model="llama-3.2-3b", scheme="autocast", batch_size=4, seq_len=5
             ("real parameter count", real_n["total"], f"{model}: {n / 1e9:.2f}B parameters"),
             (f"{scheme} bytes/param", per_param["total"], SCHEMES[scheme]["label"]),
             (f"activations {batch_size}x{seq_len}, summed", peak["sum_of_components"],
-             "every component at its largest, as if alive at once (upper bound)"),
+             "every component at its end-of-phase size, as if alive at once (no temporaries)"),
             (f"step peak ({peak['peak_phase']})", peak["total"], "live bytes over forward, backward, optimizer step"),
             ("+ GPU overhead = ours", ours["total"], "CUDA context 0.5 GB + 10 % allocator")]
 
