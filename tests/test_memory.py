@@ -443,3 +443,13 @@ def test_memory_modules_share_no_private_names():
         text = path.read_text()
         crossing = re.findall(r"from \.\w+ import [^\n]*\b(_[a-z]\w*)", text)
         assert not crossing, (path.name, crossing)
+
+
+@pytest.mark.parametrize("name", ["validation", "anchors", "answers", "plan"])
+def test_the_notebooks_reference_run_recomputed_the_bench_tables(name):
+    # memory_estimate.ipynb on the reference profile recomputes each table live; the fast profile reads the bench's
+    bench = pd.read_csv(ROOT / "results" / "memory" / f"{name}.csv").drop(columns="produced_by")
+    notebook = pd.read_csv(ROOT / "results" / "reference" / "memory" / f"{name}.csv")
+    numbers = [c for c in bench.columns if bench[c].dtype.kind == "f"]
+    assert list(bench.columns) == list(notebook.columns) and numbers
+    pd.testing.assert_frame_equal(bench[numbers], notebook[numbers], rtol=1e-3)
