@@ -41,12 +41,10 @@ __all__ = ["step_timeline", "step_tracker", "build_model", "training_inputs", "m
            "PHASES", "REAL_FALLBACK_BYTES", "SCHEME_DTYPES"]
 
 PHASES = ("forward", "backward", "optimizer")
-# The dtype of the weights and the autocast dtype, per scheme (`catalog.SCHEMES`). "mixed" and
-# "mixed_fp32_grads" keep 16-bit weights for forward and backward and an fp32 master copy that the
-# optimizer updates (apex O2 / ZeRO style).
+# The dtype of the weights and the autocast dtype, per scheme (`catalog.SCHEMES`). "mixed" keeps 16-bit
+# weights for forward and backward and an fp32 master copy that the optimizer updates (apex O2 / ZeRO style).
 SCHEME_DTYPES = {"fp32": (torch.float32, None), "bf16": (torch.bfloat16, None),
-                 "autocast": (torch.float32, torch.bfloat16),
-                 "mixed": (torch.bfloat16, None), "mixed_fp32_grads": (torch.bfloat16, None)}
+                 "autocast": (torch.float32, torch.bfloat16), "mixed": (torch.bfloat16, None)}
 # The fallback on real tensors runs only for models whose weights, gradients and AdamW state fit this.
 REAL_FALLBACK_BYTES = int(4e9)
 # MemTracker's categories, named as estimate_memory's components.
@@ -228,7 +226,7 @@ def _run_step(config, batch_size, seq_len, scheme, optimizer, method, attn_imple
     params = list(net.parameters())
     trainable = [p for p in params if p.requires_grad]
     master = []
-    if scheme in ("mixed", "mixed_fp32_grads"):  # fp32 master copies: the optimizer updates these
+    if scheme == "mixed":  # fp32 master copies: the optimizer updates these
         master = [p.detach().float().requires_grad_(True) for p in trainable]
     opt = make_optimizer(optimizer, master or trainable, foreach=True if device == "cuda" else None)
     inputs = training_inputs(config, batch_size, seq_len)
@@ -236,11 +234,10 @@ def _run_step(config, batch_size, seq_len, scheme, optimizer, method, attn_imple
     peaks, at_end = {}, {}
 
     def phase(name, tracker):
-        if tracker is not None:
-            peaks[name] = _named(tracker.get_tracker_snapshot("peak"))
-            at_end[name] = _named(tracker.get_tracker_snapshot("current"))
+        peaks[name] = _named(tracker.get_tracker_snapshot("peak"))
+        at_end[name] = _named(tracker.get_tracker_snapshot("current"))
 
-    def step(tracker=None):
+    def step(tracker):
         with amp:
             loss = net(**inputs).loss
         phase("forward", tracker)
@@ -250,10 +247,9 @@ def _run_step(config, batch_size, seq_len, scheme, optimizer, method, attn_imple
         if grad_clip:
             torch.nn.utils.clip_grad_norm_(trainable, 1.0, foreach=True if device == "cuda" else None)
         if master:
-            for p, m in zip(trainable, master):  # 16-bit gradients to the fp32 master gradients
+            for p, m in zip(trainable, master):  # 16-bit gradients become the fp32 master gradients
                 m.grad = p.grad.float()
-                if scheme == "mixed":
-                    p.grad = None
+                p.grad = None
         opt.step()
         if master:
             with torch.no_grad():
