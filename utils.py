@@ -22,12 +22,13 @@ from studykit.findings import (describe_class_differences, describe_collapse, de
                                describe_method_costs, task3_answers)
 from studykit.attempt import failure_record
 from studykit.grid import NothingFinished, SettingsError, check_settings, describe_grid, launch_grid, run_grid
-from studykit.hardware import cpu_supports_bf16, resolve_precision
-from studykit.memory import (ACTIVATION_TOLERANCE, MODEL_CONFIGS, PRECISIONS, TOTAL_TOLERANCE, activation_terms,
-                             breakdown_table, bytes_per_parameter, count_model_parameters, describe_machine,
-                             estimate_memory, gpus_that_fit, korthikanti_layer_bytes, measure_memory, memory_explorer,
-                             memory_summary, plan_study, plot_memory_breakdown, plot_report_walk, report_walk,
-                             traced_activations, validate_estimates)
+from studykit.hardware import cpu_supports_bf16, describe_machine, resolve_precision
+from studykit.memory import (MODEL_CONFIGS, SCHEMES, TOTAL_TOLERANCE, activation_bytes, activation_terms,
+                             answers_side_by_side, breakdown_table, bytes_per_parameter, compare_with_anchors,
+                             count_model_parameters, estimate_memory, gpus_that_fit, korthikanti_layer_bytes,
+                             measure_memory, memory_explorer, memory_summary, plan_study, plot_memory_breakdown,
+                             plot_report_walk, report_walk, step_timeline, validate_estimates)
+from studykit.methods import FullFineTuning, HoulsbyAdapters, LoRA
 from studykit.modeling import ModelUnavailable, load_model_and_tokenizer, pooler_statistics, resolve_model
 from studykit.plots import method_colours, plot_confusions, plot_curves
 from studykit.profiles import PROFILES, describe_setup, from_env, study_configs
@@ -49,6 +50,7 @@ __all__ = [
     "train_run", "TrainingDiverged", "estimate_training_seconds", "run_grid", "launch_grid", "check_settings",
     "SettingsError", "NothingFinished", "describe_grid", "failure_record",
     # our adapters
+    "FullFineTuning", "HoulsbyAdapters", "LoRA",
     "DEFAULT_ADAPTER_SIZE", "BottleneckAdapter", "add_adapters", "adapter_parameter_count", "count_parameters", "format_parameter_report",
     # results: loading
     "load_results", "load_metrics", "load_study", "compared_configs", "select_runs", "missing_cells", "duplicate_seeds",
@@ -67,10 +69,11 @@ __all__ = [
     "describe_time_per_epoch", "describe_method_costs", "task3_answers", "settings_beside_report", "REPORT_CLAIMS", "check_claims",
     "method_colours", "plot_curves", "plot_confusions",
     # memory
-    "estimate_memory", "PRECISIONS", "MODEL_CONFIGS", "count_model_parameters", "bytes_per_parameter",
-    "activation_terms", "korthikanti_layer_bytes", "traced_activations", "measure_memory", "validate_estimates",
-    "ACTIVATION_TOLERANCE", "TOTAL_TOLERANCE", "report_walk", "plot_report_walk", "breakdown_table",
-    "plot_memory_breakdown", "memory_summary", "memory_explorer", "gpus_that_fit", "describe_machine", "plan_study",
+    "estimate_memory", "step_timeline", "SCHEMES", "MODEL_CONFIGS", "count_model_parameters", "bytes_per_parameter",
+    "activation_terms", "activation_bytes", "korthikanti_layer_bytes", "measure_memory", "validate_estimates",
+    "TOTAL_TOLERANCE", "compare_with_anchors", "answers_side_by_side", "report_walk", "plot_report_walk",
+    "breakdown_table", "plot_memory_breakdown", "memory_summary", "memory_explorer", "gpus_that_fit",
+    "describe_machine", "plan_study",
 ]
 
 

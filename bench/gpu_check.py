@@ -143,10 +143,10 @@ def memory_check(device, dry: bool) -> list[dict]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            measured = measure_memory(config, batch_size=batch, seq_len=seq_len, precision=precision,
+            measured = measure_memory(config, batch_size=batch, seq_len=seq_len, scheme=precision,
                                       attn_implementation=attention, device=str(device))
             reserved = torch.cuda.max_memory_reserved(device) if device.type == "cuda" else None
-            estimate = estimate_memory(config, precision=precision, batch_size=batch, seq_len=seq_len,
+            estimate = estimate_memory(config, scheme=precision, batch_size=batch, seq_len=seq_len,
                                        memory_efficient_attention=attention == "sdpa",
                                        device=device.type, optimizer="adamw")
             rows.append({"model": label, "batch": batch, "seq_len": seq_len, "precision": precision,

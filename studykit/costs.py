@@ -16,7 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 from .adapters import add_adapters, count_parameters
 from .data import DATASETS
 from .memory import measure_memory
-from .methods import LoRA
+from .methods import method_named
 from .modeling import resolve_model
 
 __all__ = ["training_memory", "time_per_epoch", "describe_time_per_epoch", "method_costs", "describe_model_costs",
@@ -46,13 +46,13 @@ def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataF
         config = AutoConfig.from_pretrained(resolve_model(run["model_name"], Path(run["results_dir"]) / ".cache"))
         config.num_labels = len(DATASETS[dataset.rsplit("_", 1)[0]].labels)
         batch = int(run["batch_size"] // run["gradient_accumulation"] // run["num_processes"])
-        kind = run["training_method"]  # as the run recorded it (studykit.results.recorded_method)
-        extra = {"adapter_size": int(run["adapter_size"])} if kind == "adapter" else {}
-        if kind == "lora":
-            # the engine's LoRA targets, by every name they go by (query/value in BERT, q/v in MPNet)
-            extra = {"lora_rank": int(run["lora_rank"]), "lora_targets": list(LoRA(int(run["lora_rank"])).target_names)}
-        measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]),
-                                  peft=None if kind == "full" else kind, attn_implementation=_attention(config), **extra)
+        # the method object the engine applied, from what the run recorded (studykit.results.recorded_method)
+        settings = {k: run[k] for k in ("adapter_size", "adapter_train_layer_norm", "lora_rank", "lora_alpha")
+                    if k in run and pd.notna(run[k])}
+        method = method_named(run["training_method"], **{k: v if isinstance(v, bool) else int(v)
+                                                         for k, v in settings.items()})
+        measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]), method=method,
+                                  attn_implementation=_attention(config))
         rows.append({"dataset": dataset, "label": label, **measured,
                      "source": f"measured step, batch {batch}, {int(seq_len_by_dataset[dataset])} tokens (CPU)"})
     return pd.DataFrame(rows).set_index(["dataset", "label"])

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from peft import LoraConfig, inject_adapter_in_model
+import torch
 from safetensors.torch import save_file
 from torch import nn
 
 from .adapters import DEFAULT_ADAPTER_SIZE, HEAD_NAMES, add_adapters, adapter_parameter_count, save_adapters
 
-__all__ = ["FullFineTuning", "HoulsbyAdapters", "LoRA", "LORA_TARGET_NAMES", "method_for", "lora_parameter_count"]
+__all__ = ["FullFineTuning", "HoulsbyAdapters", "LoRA", "LORA_TARGET_NAMES", "method_for", "method_named", "lora_parameter_count"]
 
 
 def _head_modules(model):
@@ -63,8 +64,10 @@ def lora_parameter_count(num_layers: int, hidden_size: int, rank: int, targets: 
 
 
 # The attention projections LoRA adapts, by role, under each family's module names: BERT/RoBERTa (and the
-# original LoRA recipe) call them `query` and `value`, MPNet `q` and `v` (in MPNetSelfAttention).
-LORA_TARGET_NAMES = {"query": ("query", "q"), "value": ("value", "v")}
+# original LoRA recipe) call them `query` and `value`, MPNet and T5 `q` and `v`, DistilBERT `q_lin` and `v_lin`,
+# Llama-style decoders (Llama, Qwen2, Mistral; peft's defaults for them) `q_proj` and `v_proj`. A role not
+# listed is matched as a module name itself (GPT-2's fused `c_attn`, ModernBERT's `Wqkv`).
+LORA_TARGET_NAMES = {"query": ("query", "q", "q_lin", "q_proj"), "value": ("value", "v", "v_lin", "v_proj")}
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class LoRA:
     rank: int = 8
     alpha: int = 16
     target_modules: tuple = ("query", "value")  # roles, named as in BERT; LORA_TARGET_NAMES has other names
+    # False: LoRA weights in the base model's dtype (our trainer's models are fp32); True: in fp32 whatever the
+    # base dtype, as peft's get_peft_model does by default (autocast_adapter_dtype) over a bf16 base model.
+    fp32_weights: bool = False
     name = "lora"
     weights_file = "lora.safetensors"
 
@@ -103,6 +109,10 @@ class LoRA:
     def apply(self, model):
         config = LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=self.module_names(model))
         model = inject_adapter_in_model(config, model)  # in place; freezes everything but the LoRA weights
+        if self.fp32_weights:
+            for name, module in model.named_modules():
+                if isinstance(module, nn.Linear) and (".lora_A." in name or ".lora_B." in name):
+                    module.to(torch.float32)
         for head in _head_modules(model):
             head.requires_grad_(True)  # a new task head must train (peft's modules_to_save does the same)
         return model
@@ -116,11 +126,19 @@ class LoRA:
                                               "target_modules": ",".join(self.module_names(model))})
 
 
+def method_named(name: str, adapter_size: int = DEFAULT_ADAPTER_SIZE, adapter_train_layer_norm: bool = True,
+                 lora_rank: int = 8, lora_alpha: int = 16):
+    """The method object called `name` (full, adapter, lora) with these settings (RunConfig's names)."""
+    if name == "adapter":
+        return HoulsbyAdapters(adapter_size, adapter_train_layer_norm)
+    if name == "lora":
+        return LoRA(lora_rank, lora_alpha)
+    if name == "full":
+        return FullFineTuning()
+    raise ValueError(f"unknown training method {name!r}: full, adapter or lora")
+
+
 def method_for(config):
     """The method object a `RunConfig` describes."""
-    name = config.method_name
-    if name == "adapter":
-        return HoulsbyAdapters(config.adapter_size, config.adapter_train_layer_norm)
-    if name == "lora":
-        return LoRA(config.lora_rank, config.lora_alpha)
-    return FullFineTuning()
+    return method_named(config.method_name, config.adapter_size, config.adapter_train_layer_norm, config.lora_rank,
+                        config.lora_alpha)

@@ -16,10 +16,12 @@ MODES = ("auto", "text", "widget", "off")
 
 
 def has_live_frontend() -> bool:
-    """Whether code runs in a Jupyter kernel that a person's front end is driving.
+    """Whether code runs in a Jupyter kernel that a person's front end is driving: the one rule for live
+    output, used by the progress bars here and by the memory explorer (`studykit.memory.widgets`).
 
     Headless executors (nbclient, hence nbconvert and papermill) send execute requests with
-    allow_stdin=False, because nobody can answer input(); interactive front ends allow stdin.
+    allow_stdin=False, because nobody can answer input(); interactive front ends (JupyterLab, Notebook,
+    VS Code, Colab) allow stdin. The request says it, whatever the environment variables a kernel inherits.
     """
     try:
         from IPython import get_ipython

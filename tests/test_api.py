@@ -23,10 +23,13 @@ def test_utils_holds_only_what_it_lists():
     assert len(utils.__all__) == len(set(utils.__all__))
 
 
-def test_precisions_are_the_memory_notebooks_schemes():
-    # Once shadowed by star-import order: utils.PRECISIONS is the estimator's precision schemes, by name.
-    from studykit.memory import PRECISIONS
-    assert utils.PRECISIONS is PRECISIONS and "autocast" in utils.PRECISIONS
+def test_memory_schemes_share_the_run_precisions_spelling():
+    # Run precisions (hardware.PRECISIONS: fp32, bf16, fp16) and the estimator's precision schemes are different
+    # concepts with different names (SCHEMES); where a scheme is a run precision it is spelled the same way.
+    from studykit.hardware import PRECISIONS
+    from studykit.memory import SCHEMES
+    assert utils.SCHEMES is SCHEMES and not hasattr(utils, "PRECISIONS")
+    assert {"fp32", "bf16"} <= set(SCHEMES) <= set(PRECISIONS) | {"autocast", "mixed"}
 
 
 def _package_imports() -> dict[str, set[str]]:

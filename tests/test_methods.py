@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig, MPNetConfig,
-                          RobertaConfig)
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig, DistilBertConfig,
+                          GPT2Config, LlamaConfig, MPNetConfig, RobertaConfig)
 
 from studykit.adapters import count_parameters
 from studykit.config import RunConfig
@@ -76,21 +76,28 @@ def test_one_lora_object_targets_each_familys_query_and_value(kind, tmp_path):
 
 
 def test_lora_on_an_architecture_without_known_names_says_what_to_add():
-    model = AutoModelForSequenceClassification.from_config(DistilBertConfig(
-        dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=99))
-    with pytest.raises(ValueError, match=r"target 'query': no module named 'query' or 'q' in model type "
-                                         r"'distilbert'.*LORA_TARGET_NAMES"):
+    model = AutoModelForSequenceClassification.from_config(GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=99))
+    with pytest.raises(ValueError, match=r"target 'query': no module named 'query' or 'q' or 'q_lin' or 'q_proj' "
+                                         r"in model type 'gpt2'.*LORA_TARGET_NAMES"):
         LoRA().apply(model)
+
+
+def test_lora_finds_distilbert_and_decoder_projections():
+    distil = AutoModelForSequenceClassification.from_config(DistilBertConfig(
+        dim=32, n_layers=1, n_heads=2, hidden_dim=64, vocab_size=99))
+    assert LoRA().module_names(distil) == ["q_lin", "v_lin"]
+    llama = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                         num_attention_heads=4, num_key_value_heads=2, vocab_size=99))
+    assert LoRA().module_names(llama) == ["q_proj", "v_proj"]
 
 
 @pytest.mark.parametrize("kind", list(CONFIGS))
 def test_the_memory_planner_counts_lora_on_each_family(kind):
     from studykit.memory.counting import count_model_parameters
     from studykit.memory.plan import method_of
-    label, kw = method_of(RunConfig("tiny-bert", "acl_sup", method="lora"))
+    label, method = method_of(RunConfig("tiny-bert", "acl_sup", method="lora"))
     assert label == "LoRA r=8 on query, value"  # the plan's label, as before
-    counts = count_model_parameters(CONFIGS[kind](**TINY), peft=kw["peft"], lora_rank=kw["lora_rank"],
-                                    lora_targets=kw["lora_targets"])
+    counts = count_model_parameters(CONFIGS[kind](**TINY), method)  # the run's own method object
     assert counts["trainable"] == LoRA().added_parameters(2, 32) + _head(_tiny(kind))
 
 

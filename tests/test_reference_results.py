@@ -70,7 +70,9 @@ def test_reference_notebooks_find_their_runs_on_the_real_data(task, has_bf16, re
 
 
 def test_committed_memory_notebook_shows_its_reference_validation():
-    # The notebook's own validation table and the committed CSV must agree, and every case be within 1 %.
+    # Executed on the reference profile, the notebook recomputes its tables (the fast profile reads results/memory/):
+    # the validation CSV it wrote and its text must agree, and every case be within the stated tolerance.
+    from studykit.memory import TOTAL_TOLERANCE
     nb = nbformat.read(ROOT / "memory_estimate.ipynb", as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code), "committed notebook is not fully executed"
@@ -78,8 +80,9 @@ def test_committed_memory_notebook_shows_its_reference_validation():
     assert "profile: reference" in text
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     validation = pd.read_csv(REFERENCE / "memory" / "validation.csv")
-    assert len(validation) >= 14 and validation["total_err_pct"].abs().max() < 1
-    assert f"within {validation['activations_err_pct'].abs().max():.2f} % of {len(validation)} measured" in text
+    assert len(validation) >= 14 and validation["err_pct"].abs().max() < 100 * TOTAL_TOLERANCE
+    assert (f"{len(validation)} cases on {validation.model.nunique()} architectures: largest error "
+            f"{validation['err_pct'].abs().max():.3f} %") in text
 
 
 def test_parity_runs_of_both_precisions_are_committed(real_data):

@@ -150,7 +150,7 @@ def test_the_committed_runs_compare_two_models_on_restaurant(real_data):
                                                                               results_dir=str(ROOT / "results" / p))]
     runs = utils.load_study(configs)
     table = utils.compare_models(runs).set_index("dataset")
-    assert list(table.index) == ["restaurant_sup"]  # acl waits for MPNet-base's runs
+    assert "restaurant_sup" in table.index  # acl once MPNet-base's runs there have landed (they arrive over days)
     row = table.loc["restaurant_sup"]
     assert (row["model a"], row["model b"]) == ("all-minilm-l6-v2", "all-mpnet-base-v2")
     assert row["n a"] == 5 and 4 <= row["n b"] <= 5 and row["pairs"] == row["n a"] * row["n b"]

@@ -7,10 +7,16 @@ label each card with both numbers.
 """
 from __future__ import annotations
 
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
+                          PretrainedConfig)
+
 from ..adapters import DEFAULT_ADAPTER_SIZE
 
 GB = 1e9  # the report counts in decimal gigabytes (3e9 parameters x 2 bytes = 6 GB); so do we
-COMPONENTS = ("weights", "gradients", "optimizer_state", "master_weights", "activations", "overhead")
+# What is live at the step's peak, by kind (torch's MemTracker categories; master_weights: the fp32 copy of
+# the "mixed" scheme; temporaries: short-lived tensors of backward; tensors made inside the optimizer step,
+# its temporaries too, count as optimizer_state), plus overhead.
+COMPONENTS = ("weights", "gradients", "optimizer_state", "master_weights", "activations", "temporaries", "overhead")
 
 # ---------------------------------------------------------------------------------------------------
 # Shipped configurations: the values of each model's config.json on the Hugging Face Hub, typed in
@@ -89,6 +95,20 @@ VALIDATION_CONFIGS = {
     "t5-mini": dict(model_type="t5", vocab_size=4096, d_model=256, d_kv=32, d_ff=1024, num_layers=2,
                     num_decoder_layers=2, num_heads=8, pad_token_id=0, eos_token_id=1,
                     decoder_start_token_id=0),
+    # ModernBERT's layout (fused Wqkv, gated MLP, alternating local/global attention, unpadding) at 3 layers of
+    # width 256: its forward reads tensor values, so it is measured on real tensors (timeline.py).
+    "modernbert-mini": dict(model_type="modernbert", vocab_size=4096, hidden_size=256, intermediate_size=384,
+                            num_hidden_layers=3, num_attention_heads=4, pad_token_id=0, bos_token_id=1,
+                            eos_token_id=2, cls_token_id=1, sep_token_id=2, num_labels=2),
+    # MPNet's layout (q/k/v named q, k, v; relative position bias) at 3 layers of width 256.
+    "mpnet-mini": dict(model_type="mpnet", vocab_size=4096, hidden_size=256, num_hidden_layers=3,
+                       num_attention_heads=4, intermediate_size=1024, max_position_embeddings=514,
+                       pad_token_id=1, num_labels=2),
+    # BART (encoder-decoder with learned positions, GeLU, dropout 0.1), 2 + 2 layers of width 256.
+    "bart-mini": dict(model_type="bart", vocab_size=4096, d_model=256, encoder_layers=2, decoder_layers=2,
+                      encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=1024,
+                      decoder_ffn_dim=1024, max_position_embeddings=512, pad_token_id=1, bos_token_id=0,
+                      eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2),
     # Qwen2 with grouped-query attention (8 query heads, 2 KV heads), QKV biases, 3 layers.
     "qwen2-mini": dict(model_type="qwen2", vocab_size=4096, hidden_size=256, intermediate_size=704,
                        num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2, hidden_act="silu",
@@ -101,32 +121,17 @@ ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "distilbert", "e
                  "deberta", "deberta-v2", "mpnet", "modernbert")
 # Architectures whose layer the closed-form count (formula.py) knows; the traced count covers all.
 FORMULA_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "llama", "qwen2", "mistral", "stablelm")
-# peft's default LoRA targets (TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING): query and value; MPNet's
-# are named q and v (studykit.methods.LORA_TARGET_NAMES).
-LORA_DEFAULT_TARGETS = {"bert": ("query", "value"), "roberta": ("query", "value"), "distilbert": ("q_lin", "v_lin"),
-                        "xlm-roberta": ("query", "value"), "camembert": ("query", "value"), "mpnet": ("q", "v")}
-LORA_DEFAULT_TARGETS_DECODER = ("q_proj", "v_proj")
-# The role each Linear plays in a layer, by the end of its module name (BERT-style, then Llama-style).
-LINEAR_ROLES = (("attention.self.query", "q"), ("attention.self.key", "k"), ("attention.self.value", "v"),
-                ("attention.output.dense", "o"), ("intermediate.dense", "up"), ("output.dense", "down"),
-                ("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("o_proj", "o"),
-                ("gate_proj", "up"), ("up_proj", "up"), ("down_proj", "down"))
-ALL_ROLES = frozenset({"q", "k", "v", "o", "up", "down"})
 
 # ---------------------------------------------------------------------------------------------------
 # Precision schemes (bytes per parameter) and optimizers.
 # ---------------------------------------------------------------------------------------------------
-PRECISIONS = {
+SCHEMES = {
     "fp32": dict(weights=4, gradients=4, master_weights=0, state=4, activations=4,
                  label="fp32 everywhere (4 + 4 + 8 = 16 B/param with AdamW, no master copy)"),
     # ZeRO paper (Rajbhandari et al. 2020, Sec. 3.1): fp16 parameters 2 B + fp16 gradients 2 B +
     # K = 12 B of fp32 optimizer state (master weights 4, momentum 4, variance 4) = 16 B/param.
     "mixed": dict(weights=2, gradients=2, master_weights=4, state=4, activations=2,
                   label="mixed precision, 16-bit grads + fp32 master (ZeRO: 2+2+4+8 = 16 B/param)"),
-    # Gradients kept in fp32 (Megatron's main_grad, "bf16 param, fp32 grads: 18 bytes"; Hugging Face's
-    # "Model memory anatomy": fp32 model + 16-bit copy 6 B, fp32 grads 4 B, AdamW 8 B = 18 B/param).
-    "mixed_fp32_grads": dict(weights=2, gradients=4, master_weights=4, state=4, activations=2,
-                             label="mixed precision, fp32 grads + fp32 master (HF/Megatron: 18 B/param)"),
     # What Accelerate's mixed_precision="bf16"/"fp16" and torch.amp do (our trainer): fp32 weights,
     # fp32 gradients and fp32 AdamW state (4 + 4 + 8 = 16 B/param), no separate master copy; the
     # 16-bit copies of the weights that autocast makes for each matmul are kept for backward where
@@ -138,7 +143,10 @@ PRECISIONS = {
                  label="pure bf16: weights, grads and optimizer state 16-bit (2+2+4 = 8 B/param)"),
 }
 OPTIMIZERS = {
-    "adamw": "AdamW: two moments per trainable parameter",
+    # torch's AdamW: on CUDA its default multi-tensor (foreach) update makes temporaries as large as the
+    # trainable parameters during the step; the fused kernel (our trainer: studykit.training) makes none.
+    "adamw": "AdamW (torch default): two moments per trainable parameter",
+    "adamw_fused": "AdamW, fused kernel (our trainer): two moments, no temporaries",
     "sgd_momentum": "SGD with momentum: one buffer per trainable parameter",
     # bitsandbytes 8-bit blockwise Adam (Dettmers et al. 2022): 1 byte per moment plus one fp32 scale
     # per block of 256 values; tensors under 4096 values keep 32-bit states (min_8bit_size).
@@ -160,14 +168,14 @@ CUDA_CONTEXT_BYTES = int(0.5e9)
 ALLOCATOR_FRACTION = 0.10
 
 DEFAULT_ASSUMPTIONS = dict(
-    precision="mixed", optimizer="adamw", batch_size=4, seq_len=512, checkpointing=False,
-    memory_efficient_attention=True, peft=None, peft_fraction=None, lora_rank=16, lora_targets=None,
+    scheme="autocast", optimizer="adamw", batch_size=4, seq_len=512, checkpointing=False,
+    memory_efficient_attention=True, method=None, peft=None, peft_fraction=None, lora_rank=16, lora_targets=None,
     adapter_size=DEFAULT_ADAPTER_SIZE, zero_stage=0, num_gpus=1, device="cuda", overhead=True, activations=None,
-    activations_from="trace", attn_implementation=None)
+    attn_implementation=None, grad_clip=False)
 PRESETS = {
     # The report: fp16 weights 2 B + fp16 grads 2 B + Adam 4 B per parameter, activations guessed as
     # large as the weights, nothing for overhead; PEFT adds its trainable parameters to the frozen model.
-    "report": dict(precision="bf16", optimizer="adamw", activations="weights", overhead=False),
+    "report": dict(scheme="bf16", optimizer="adamw", activations="weights", overhead=False),
     "standard": {},
 }
 
@@ -181,7 +189,6 @@ GPUS = {"8 GB laptop": 8 * 2**30, "24 GB (RTX 3090/4090)": 24 * 2**30,
 # ---------------------------------------------------------------------------------------------------
 def get_config(model):
     """A transformers config from a shipped name (`MODEL_CONFIGS`, `VALIDATION_CONFIGS`) or a config."""
-    from transformers import AutoConfig, PretrainedConfig
     if isinstance(model, PretrainedConfig):
         return model
     if isinstance(model, str):
@@ -194,26 +201,15 @@ def get_config(model):
     raise TypeError(f"model must be a parameter count, a shipped name or a transformers config, got {type(model)}")
 
 
-def _is_encoder(config):
+def is_encoder(config):
+    """True for the encoders we train with a classification head (`ENCODER_TYPES`)."""
     return config.model_type in ENCODER_TYPES
 
 
 def model_class(config):
     """The Auto class we train this config as: classifier (encoders), seq2seq LM, or causal LM."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
-    if _is_encoder(config):
+    if is_encoder(config):
         return AutoModelForSequenceClassification
     if getattr(config, "is_encoder_decoder", False):
         return AutoModelForSeq2SeqLM
     return AutoModelForCausalLM
-
-
-_model_class = model_class
-
-
-def _role(name):
-    """The role (q, k, v, o, up, down) of a Linear, by the end of its module name."""
-    for suffix, role in LINEAR_ROLES:
-        if name.endswith(suffix):
-            return role
-    return None

@@ -4,16 +4,22 @@ from __future__ import annotations
 import math
 
 from .catalog import (ADAFACTOR_COUNT_ONLY_RATIO, ADAM8_BLOCK, ADAM8_MIN_SIZE, ALLOCATOR_FRACTION, COMPONENTS,
-                      CUDA_CONTEXT_BYTES, DEFAULT_ASSUMPTIONS, OPTIMIZERS, PRESETS, get_config)
-from .counting import _stats
-from .formula import _activation_bytes, _precision, activation_terms
-from .trace import traced_activations
+                      CUDA_CONTEXT_BYTES, DEFAULT_ASSUMPTIONS, OPTIMIZERS, PRESETS, SCHEMES, get_config)
+from .counting import count_model_parameters
+from .timeline import method_from, step_timeline
 
-__all__ = ["estimate_memory", "bytes_per_parameter", "usable_positions"]
+__all__ = ["estimate_memory", "bytes_per_parameter", "usable_positions", "scheme_bytes", "assumptions_with"]
+
+
+def scheme_bytes(name):
+    """Bytes per value of a scheme (`SCHEMES`): weights, gradients, master_weights, state, activations."""
+    if name not in SCHEMES:
+        raise ValueError(f"unknown scheme {name!r}; choose from {', '.join(SCHEMES)}")
+    return SCHEMES[name]
 
 
 def _optimizer_state_bytes(optimizer, n, shapes, state_bytes):
-    if optimizer == "adamw":
+    if optimizer in ("adamw", "adamw_fused"):
         return 2 * n * state_bytes
     if optimizer == "sgd_momentum":
         return n * state_bytes
@@ -30,9 +36,9 @@ def _optimizer_state_bytes(optimizer, n, shapes, state_bytes):
     raise ValueError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
 
 
-def bytes_per_parameter(precision="mixed", optimizer="adamw"):
+def bytes_per_parameter(scheme="autocast", optimizer="adamw"):
     """Bytes per trainable parameter by component (for a large model; Adafactor's is an approximation)."""
-    p = _precision(precision)
+    p = scheme_bytes(scheme)
     out = dict(weights=p["weights"], gradients=p["gradients"],
                optimizer_state=_optimizer_state_bytes(optimizer, 1, None, p["state"]),
                master_weights=p["master_weights"])
@@ -41,15 +47,8 @@ def bytes_per_parameter(precision="mixed", optimizer="adamw"):
 
 
 
-def _adapters_by_formula(model, peft):
-    """Our adapters are checked on BERT-like layers (SUPPORTED_MODEL_TYPES); on others the closed form counts them."""
-    from studykit.adapters import SUPPORTED_MODEL_TYPES
-    from .catalog import get_config
-    from .counting import formula_covers
-    return peft == "adapter" and get_config(model).model_type not in SUPPORTED_MODEL_TYPES and formula_covers(model)
-
-
-def _assumptions(preset, given):
+def assumptions_with(preset, given):
+    """The defaults (`DEFAULT_ASSUMPTIONS`), then the preset's, then `given`; unknown names refused."""
     unknown = set(given) - set(DEFAULT_ASSUMPTIONS)
     if unknown:
         raise TypeError(f"unknown assumption(s) {sorted(unknown)}; known: {', '.join(DEFAULT_ASSUMPTIONS)}")
@@ -105,110 +104,128 @@ def _check_inputs(model, o, seq_len_beyond_positions: bool) -> None:
                          "seq_len_beyond_positions=True to estimate it anyway (e.g. for extended positions)")
 
 
-def estimate_memory(model, preset=None, seq_len_beyond_positions: bool = False, **assumptions):
-    """Bytes per component (`COMPONENTS`) and `total`, per GPU, for one training step.
+def _method(model, o):
+    """The trainer's method object: `method` if given, else from the peft keywords (one translation)."""
+    if o["method"] is not None:
+        if o["peft"] is not None:
+            raise ValueError("give either method=... or peft=..., not both")
+        return o["method"]
+    if isinstance(model, (int, float)) and o["peft"] in ("lora", "adapter"):
+        raise ValueError("LoRA/adapter sizes need an architecture: pass a shipped name or a config, "
+                         "or use peft_fraction=... with a bare parameter count")
+    return method_from(o["peft"], o["lora_rank"], o["lora_targets"], o["adapter_size"])
 
-    model: a parameter count (then activations must be given, e.g. by preset="report"), a shipped
-      name from `MODEL_CONFIGS`, or a transformers config.
+
+def _sum_accounting(o, base, trainable, total_params, shapes, activations):
+    """The report's kind of estimate: every component at its largest, added up (no timeline)."""
+    p = scheme_bytes(o["scheme"])
+    return dict(weights=total_params * p["weights"], gradients=trainable * p["gradients"],
+                optimizer_state=_optimizer_state_bytes(o["optimizer"], trainable, shapes, p["state"]),
+                master_weights=trainable * p["master_weights"], activations=activations, temporaries=0)
+
+
+def _shard(out, zero_stage, num_gpus):
+    """ZeRO over num_gpus data-parallel GPUs: stage 1 shards optimizer state and master weights, 2 also
+    gradients, 3 also weights (applied to what is live at the peak)."""
+    n = int(num_gpus)
+    for stage, keys in ((1, ("optimizer_state", "master_weights")), (2, ("gradients",)), (3, ("weights",))):
+        if zero_stage >= stage:
+            for k in keys:
+                out[k] /= n
+    return out
+
+
+def estimate_memory(model, preset=None, seq_len_beyond_positions: bool = False, **assumptions):
+    """Bytes per component (`COMPONENTS`) live at the peak of one training step, per GPU, and `total`.
+
+    `total` is the peak of the step's timeline (forward, backward, optimizer step; `step_timeline`) plus
+    the GPU overhead; `peak_phase` names the phase that holds it; `sum_of_components` is the accounting the
+    estimator used before: weights + all gradients + optimizer state + master weights + the activations live
+    at the end of forward (+ overhead), added as if all were alive at once. It is not the peak, and not a
+    bound either: it over-counts where activations are freed before gradients appear (full fine-tuning) and
+    under-counts where backward's temporaries (the gradient of the logits) come on top (PEFT); the
+    validation table shows both.
+
+    model: a parameter count (then activations must be given, e.g. by preset="report": the sum
+      accounting, no timeline), a shipped name from `MODEL_CONFIGS`, or a transformers config.
     preset: "report" reproduces the report's accounting; explicit assumptions override it.
     assumptions (defaults in `DEFAULT_ASSUMPTIONS`):
-      precision      one of `PRECISIONS`; optimizer one of `OPTIMIZERS`;
-      batch_size, seq_len   per-GPU micro-batch;
-      checkpointing  full activation recomputation per layer;
-      memory_efficient_attention  flash/memory-efficient SDPA (no s² term) vs eager attention;
-      peft           None (full fine-tuning), "lora" (lora_rank, lora_targets: module names or
-                     ("all-linear",)) or "adapter" (adapter_size); or peft_fraction=f: f x N
-                     trainable parameters added to the frozen model, as the report assumes;
-      zero_stage, num_gpus  ZeRO-1 shards optimizer state and master weights, ZeRO-2 also gradients,
-                     ZeRO-3 also weights, over num_gpus data-parallel GPUs;
-      device         "cuda" (1-byte dropout masks, CUDA overhead) or "cpu" (float masks, no overhead);
-      overhead       True: CUDA_CONTEXT_BYTES + ALLOCATOR_FRACTION of the rest; False: 0; or bytes;
-      activations    bytes, or "weights" (as large as the weights, the report's guess), or None: from
-                     the architecture, by `activations_from`:
-      activations_from  "trace" (default): the real model run on fake tensors (`traced_activations`),
-                     exact for any architecture; "formula": the closed-form count (`activation_terms`),
-                     also used for adapters outside SUPPORTED_MODEL_TYPES (BERT-like encoders);
-      attn_implementation  "eager" or "sdpa" for the traced count; None: "sdpa" if
-                     memory_efficient_attention else "eager".
-    Under precision="autocast" the traced activations include the 16-bit weight copies kept for backward.
+      scheme         one of `SCHEMES` (autocast: our trainer); optimizer one of `OPTIMIZERS`;
+      batch_size, seq_len   per-GPU micro-batch;  checkpointing  activation recomputation per layer;
+      method         a `studykit.methods` object (FullFineTuning, HoulsbyAdapters, LoRA), as the trainer
+                     applies it; or peft=None|"lora"|"adapter" with lora_rank, lora_targets (roles or module
+                     names), adapter_size, translated to that object; or peft_fraction=f with a bare count;
+      zero_stage, num_gpus  ZeRO-1/2/3 sharding over num_gpus data-parallel GPUs;
+      device         "cuda" (CUDA-like kernels, overhead) or "cpu" (what runs here, no overhead);
+      overhead       True: CUDA_CONTEXT_BYTES + ALLOCATOR_FRACTION of the peak; False: 0; or bytes;
+      activations    None: the timeline; bytes or "weights" (the report's guess): the sum accounting;
+      attn_implementation  "eager" or "sdpa"; None: "sdpa" if memory_efficient_attention else "eager";
+      grad_clip      clip the gradient norm before the optimizer step.
     Inputs are checked first: counts and sizes are ints >= 1, activations and overhead bytes >= 0, and
     seq_len at most the model's positions unless `seq_len_beyond_positions=True`.
     """
-    o = _assumptions(preset, assumptions)
+    o = assumptions_with(preset, assumptions)
     _check_inputs(model, o, seq_len_beyond_positions)
-    p = _precision(o["precision"])
+    scheme_bytes(o["scheme"])
     if o["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {o['optimizer']!r}; choose from {', '.join(OPTIMIZERS)}")
     if o["zero_stage"] not in (0, 1, 2, 3):
         raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {o['zero_stage']!r}")
-    peft = o["peft"]
-    if o["peft_fraction"] is not None:
-        if peft is not None:
-            raise ValueError("give either peft=... or peft_fraction=..., not both")
-        if not 0 < o["peft_fraction"] < 1:
-            raise ValueError("peft_fraction is a fraction of the base parameters, between 0 and 1")
-        peft = "fraction"
-
-    st = None
+    how, phase = "sum of components (no timeline)", None
     if isinstance(model, (int, float)) and not isinstance(model, bool):
         base = int(model)
-        if peft in ("lora", "adapter"):
-            raise ValueError("LoRA/adapter sizes need an architecture: pass a shipped name or a config, "
-                             "or use peft_fraction=... with a bare parameter count")
-        shapes = None
+        if o["peft_fraction"] is not None:
+            if o["peft"] is not None or o["method"] is not None:
+                raise ValueError("give either peft/method=... or peft_fraction=..., not both")
+            if not 0 < o["peft_fraction"] < 1:
+                raise ValueError("peft_fraction is a fraction of the base parameters, between 0 and 1")
+            trainable = int(round(o["peft_fraction"] * base))
+            total_params = base + trainable
+        else:
+            _method(model, o)  # refuses LoRA/adapter sizes without an architecture
+            trainable = total_params = base
+        if o["activations"] is None:
+            raise ValueError("a bare parameter count has no architecture to compute activations from: pass "
+                             "activations=<bytes> (or 'weights'), preset='report', or a shipped name/config")
+        acts = base * scheme_bytes(o["scheme"])["weights"] if o["activations"] == "weights" else o["activations"]
+        out = _sum_accounting(o, base, trainable, total_params, None, acts)
+        bound = None
     else:
-        st = _stats(model, None if peft == "fraction" else peft, o["lora_rank"], o["lora_targets"],
-                    o["adapter_size"])
-        base = st["base"]
-        shapes = st["shapes"] if peft != "fraction" else None
-    if peft == "fraction":
-        trainable = int(round(o["peft_fraction"] * base))
-        total_params = base + trainable
-    elif st is not None:
-        trainable, total_params = st["trainable"], st["total"]
-    else:
-        trainable = total_params = base
-
-    out = dict(
-        weights=total_params * p["weights"],
-        gradients=trainable * p["gradients"],
-        optimizer_state=_optimizer_state_bytes(o["optimizer"], trainable, shapes, p["state"]),
-        master_weights=trainable * p["master_weights"])
-
-    if o["activations"] is not None:
-        out["activations"] = base * p["weights"] if o["activations"] == "weights" else o["activations"]
-    elif st is None:
-        raise ValueError("a bare parameter count has no architecture to compute activations from: pass "
-                         "activations=<bytes> (or 'weights'), preset='report', or a shipped name/config")
-    elif o["activations_from"] == "trace" and not _adapters_by_formula(model, peft):
+        if o["peft_fraction"] is not None:
+            raise ValueError("peft_fraction goes with a bare parameter count; with an architecture give the method")
+        method = _method(model, o)
         attn = o["attn_implementation"] or ("sdpa" if o["memory_efficient_attention"] else "eager")
-        method = {} if peft == "fraction" else dict(  # fraction: layers as in full fine-tuning
-            peft=peft, lora_rank=o["lora_rank"], lora_targets=o["lora_targets"], adapter_size=o["adapter_size"])
-        out["activations"] = traced_activations(model, o["batch_size"], o["seq_len"], o["precision"], attn,
-                                                o["device"], checkpointing=o["checkpointing"], **method)["activations"]
-    elif o["activations_from"] in ("formula", "trace"):
-        stats = st if peft != "fraction" else _stats(model)  # fraction: layers as in full fine-tuning
-        terms = activation_terms(model, o["batch_size"], o["seq_len"], o["precision"],
-                                 o["memory_efficient_attention"], o["device"], _stats_=stats)
-        out["activations"] = _activation_bytes(terms, o["checkpointing"])
-    else:
-        raise ValueError(f"activations_from must be 'trace' or 'formula', got {o['activations_from']!r}")
-
-    n, z = int(o["num_gpus"]), o["zero_stage"]
-    if z >= 1:
-        out["optimizer_state"] /= n
-        out["master_weights"] /= n
-    if z >= 2:
-        out["gradients"] /= n
-    if z >= 3:
-        out["weights"] /= n
+        if o["activations"] is not None:  # given activations: the sum accounting on the exact counts
+            c = count_model_parameters(model, method)
+            acts = c["base"] * scheme_bytes(o["scheme"])["weights"] if o["activations"] == "weights" \
+                else o["activations"]
+            out = _sum_accounting(o, c["base"], c["trainable"], c["total"], None, acts)
+            bound = None
+        else:
+            t = step_timeline(model, o["batch_size"], o["seq_len"], o["scheme"], o["optimizer"], method, attn,
+                              o["device"], o["checkpointing"], o["grad_clip"])
+            out = {k: t["at_peak"][k] for k in COMPONENTS if k != "overhead"}
+            after = t["after"]
+            bound = dict(weights=after["optimizer"]["weights"], gradients=after["backward"]["gradients"],
+                         optimizer_state=after["optimizer"]["optimizer_state"],
+                         master_weights=after["optimizer"]["master_weights"],
+                         activations=after["forward"]["activations"], temporaries=0)
+            how, phase = t["how"], t["phase"]
+    out = _shard(out, o["zero_stage"], o["num_gpus"])
     out = {k: int(round(v)) for k, v in out.items()}
-    if o["overhead"] is True:
-        rest = sum(out.values())
-        out["overhead"] = 0 if o["device"] == "cpu" else int(CUDA_CONTEXT_BYTES + ALLOCATOR_FRACTION * rest)
-    else:
-        out["overhead"] = int(o["overhead"] or 0)
+    peak = sum(out.values())
+
+    def overhead(rest):
+        if o["overhead"] is True:
+            return 0 if o["device"] == "cpu" else int(CUDA_CONTEXT_BYTES + ALLOCATOR_FRACTION * rest)
+        return int(o["overhead"] or 0)
+    out["overhead"] = overhead(peak)
     out = {k: out[k] for k in COMPONENTS}
     out["total"] = sum(out.values())
+    if bound is not None:
+        bound = {k: int(round(v)) for k, v in _shard(bound, o["zero_stage"], o["num_gpus"]).items()}
+        out["sum_of_components"] = sum(bound.values()) + overhead(sum(bound.values()))
+    else:
+        out["sum_of_components"] = out["total"]
+    out["peak_phase"], out["how"] = phase, how
     return out
-

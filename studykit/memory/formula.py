@@ -1,4 +1,5 @@
-"""The closed-form activation count, term by term (what the notebook teaches; the traced count checks it).
+"""The closed-form activation count of full fine-tuning, term by term (what the notebook teaches; the estimate
+itself is the step's timeline, timeline.py).
 
 Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models"
 (arXiv:2205.05198, Sec. 4.1): s·b·h·(34 + 5·a·s/h) bytes per GPT layer, adapted here to GQA, gated
@@ -8,22 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..adapters import DEFAULT_ADAPTER_SIZE
-from .catalog import ALL_ROLES, PRECISIONS
-from .counting import Architecture, _stats, architecture
+from .counting import Architecture, architecture
+from .estimate import scheme_bytes
 
-__all__ = ["activation_terms", "korthikanti_layer_bytes"]
+__all__ = ["activation_terms", "korthikanti_layer_bytes", "activation_bytes"]
 
-
-def _precision(name):
-    if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; choose from {', '.join(PRECISIONS)}")
-    return PRECISIONS[name]
+ALL_ROLES = frozenset({"q", "k", "v", "o", "up", "down"})
+# Full fine-tuning: every Linear and norm trains, nothing is added.
+FULL = dict(roles=ALL_ROLES, norms_trainable=True, adapter_size=0, lora_rank=0, lora_per_layer=0)
 
 
-def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory_efficient_attention=True,
-                     device="cuda", peft=None, lora_rank=16, lora_targets=None, adapter_size=DEFAULT_ADAPTER_SIZE,
-                     _stats_=None):
+def activation_terms(model, batch_size=4, seq_len=512, scheme="bf16", memory_efficient_attention=True,
+                     device="cuda"):
     """Activation bytes term by term: `per_layer` [(term, bytes)], `other` [(term, bytes)], `layers`.
 
     Korthikanti et al. count, per GPT layer with 16-bit activations and 1-byte dropout masks,
@@ -43,9 +40,9 @@ def activation_terms(model, batch_size=4, seq_len=512, precision="mixed", memory
       that keeps the whole last hidden state), the final norm, the output layer's input, and the fp32
       log-softmax of the logits (s·b·vocab·4 bytes).
     """
-    st = _stats_ or _stats(model, peft, lora_rank, lora_targets, adapter_size)
-    a: Architecture = st["arch"] or architecture(model)  # raises, naming the families it knows
-    act = _precision(precision)["activations"]
+    st = FULL
+    a: Architecture = architecture(model)  # raises, naming the families it knows
+    act = scheme_bytes(scheme)["activations"]
     c = _Counting(a, st, act, mask=1 if device == "cuda" else act, T=batch_size * seq_len, seq=seq_len,
                   flash=memory_efficient_attention)
     per_layer = c.layer(grad_from_below=True)
@@ -154,7 +151,8 @@ def korthikanti_layer_bytes(model, batch_size, seq_len):
     return seq_len * batch_size * a.hidden * (34 + 5 * a.heads * seq_len / a.hidden)
 
 
-def _activation_bytes(terms, checkpointing):
+def activation_bytes(terms, checkpointing=False):
+    """The activations the closed form counts for the whole model (with full recomputation if checkpointing)."""
     layer = sum(b for _, b in terms["per_layer"])
     other = sum(b for _, b in terms["other"])
     if checkpointing:

@@ -1,19 +1,20 @@
 """Presentation: tables, figures, the explorer widgets (static output when no front end is attached)."""
 from __future__ import annotations
 
+import io
 import os
-import sys
 
-import torch
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import HTML, Image, display
 
-from studykit import hardware
-from studykit.hardware import threads_label
-
-from .catalog import COMPONENTS, GB, GPUS, MODEL_CONFIGS, OPTIMIZERS, PRECISIONS
-from .estimate import _assumptions, estimate_memory
+from ..progress import has_live_frontend
+from .catalog import COMPONENTS, GB, GPUS, MODEL_CONFIGS, OPTIMIZERS, SCHEMES
+from .estimate import assumptions_with, estimate_memory
 
 __all__ = ["format_bytes", "gpus_that_fit", "breakdown_table", "plot_memory_breakdown", "memory_summary",
-           "memory_explorer", "describe_machine", "has_widget_front_end", "gpu_label", "plot_report_walk"]
+           "memory_explorer", "gpu_label", "report_walk", "plot_report_walk"]
 
 
 def format_bytes(n):
@@ -46,18 +47,16 @@ def gpus_that_fit(total_bytes, gpus=None):
 
 def breakdown_table(breakdowns):
     """GB per component (rows) for each labelled breakdown (columns)."""
-    import pandas as pd
     return pd.DataFrame({label: {k: b[k] / GB for k in (*COMPONENTS, "total")}
                          for label, b in breakdowns.items()}).round(2)
 
 
 COLORS = {"weights": "#4c72b0", "gradients": "#dd8452", "optimizer_state": "#c44e52",
-          "master_weights": "#8172b3", "activations": "#55a868", "overhead": "#937860"}
+          "master_weights": "#8172b3", "activations": "#55a868", "temporaries": "#64b5cd", "overhead": "#937860"}
 
 
 def plot_memory_breakdown(breakdowns, gpus=None, title=None, ax=None, save_to=None):
     """Stacked bars, one per labelled breakdown, with the GPU sizes as dashed lines."""
-    import matplotlib.pyplot as plt
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8.2, 4.6))
     labels = list(breakdowns)
     bottom = [0.0] * len(labels)
@@ -86,45 +85,23 @@ def _peft_assumptions(method, size):
         return dict(peft="lora", lora_rank=int(size))
     if method == "adapter":
         return dict(peft="adapter", adapter_size=int(size))
-    if method == "fraction":
-        return dict(peft_fraction=float(size) / 100)
-    raise ValueError(f"unknown PEFT method {method!r}: lora, adapter or fraction (size in %)")
+    raise ValueError(f"unknown PEFT method {method!r}: lora or adapter")
 
 
 def memory_summary(model, peft_method="lora", peft_size=16, **assumptions):
     """Full and PEFT breakdowns for the same assumptions, and a one-paragraph text saying what fits."""
     full = estimate_memory(model, **assumptions)
     peft = estimate_memory(model, **_peft_assumptions(peft_method, peft_size), **assumptions)
-    what = {"lora": f"LoRA r={peft_size}", "adapter": f"adapters m={peft_size}",
-            "fraction": f"{peft_size} % trainable"}[peft_method]
+    what = {"lora": f"LoRA r={peft_size}", "adapter": f"adapters adapter_size={peft_size}"}[peft_method]
     saving = 1 - peft["total"] / full["total"]
 
     def fits(b):
         names = gpus_that_fit(b["total"])
         return ", ".join(names) if names else "none of the listed GPUs"
-    text = (f"Full fine-tuning: {format_bytes(full['total'])} per GPU, fits: {fits(full)}. "
-            f"PEFT ({what}): {format_bytes(peft['total'])}, fits: {fits(peft)}. "
+    text = (f"Full fine-tuning: {format_bytes(full['total'])} per GPU at its peak ({full['peak_phase']}), fits: "
+            f"{fits(full)}. PEFT ({what}): {format_bytes(peft['total'])} ({peft['peak_phase']}), fits: {fits(peft)}. "
             f"Saving: {format_bytes(full['total'] - peft['total'])} ({100 * saving:.0f} %).")
     return {"Full fine-tuning": full, f"PEFT ({what})": peft}, text
-
-
-def has_widget_front_end():
-    """True when a Jupyter front end that renders widgets is attached to this kernel.
-
-    Kernels started by a Jupyter server (JupyterLab, Notebook 7, Voila) get `JPY_SESSION_NAME`;
-    VS Code and Colab are recognised by their own marks. A headless run (nbconvert/nbclient,
-    papermill, plain Python) has none of these: there, live Output-widget updates can race the
-    executor (jupyter/nbclient#312) and are never seen, so callers render static output instead.
-    """
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
-        return False
-    return bool(os.environ.get("JPY_SESSION_NAME") or "google.colab" in sys.modules
-                or os.environ.get("VSCODE_PID") or os.environ.get("VSCODE_CWD"))
 
 
 class MemoryExplorer:
@@ -139,7 +116,6 @@ class MemoryExplorer:
         self.figure = None
 
     def _ipython_display_(self):
-        from IPython.display import HTML, display
         if self.live:
             display(self.box)
             return
@@ -147,9 +123,6 @@ class MemoryExplorer:
         display(HTML(f"<p><i>Static view (no widget front end): {values}. Open the notebook in Jupyter "
                      f"to move the controls.</i></p>{self.summary.value}"))
         if self.figure is not None:  # as a PNG: the same in every kernel, backend and static export
-            import io
-
-            from IPython.display import Image
             png = io.BytesIO()
             self.figure.savefig(png, format="png", dpi=100)
             display(Image(data=png.getvalue(), format="png"))
@@ -158,34 +131,31 @@ class MemoryExplorer:
 def memory_explorer(model="llama-3.2-3b", peft_method="lora", peft_size=16, live=None, **assumptions):
     """Widgets: every assumption as a control, a stacked bar chart (full vs PEFT) and a fit line.
 
-    live: None detects the front end (`has_widget_front_end`); True/False force it. Returns a
+    live: None detects the front end (`studykit.progress.has_live_frontend`); True/False force it. Returns a
     `MemoryExplorer` (see there).
     """
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    live = has_widget_front_end() if live is None else live
-    o = _assumptions(None, assumptions)
-    names = list(MODEL_CONFIGS)
+    live = has_live_frontend() if live is None else live
+    o = assumptions_with(None, assumptions)
+    names = list(dict.fromkeys([*MODEL_CONFIGS, model]))
     style, wide = {"description_width": "110px"}, W.Layout(width="330px")
     c = dict(
         model=W.Dropdown(options=names, value=model, description="model", style=style, layout=wide),
-        precision=W.Dropdown(options=list(PRECISIONS), value=o["precision"], description="precision",
-                             style=style, layout=wide),
+        scheme=W.Dropdown(options=list(SCHEMES), value=o["scheme"], description="precision scheme",
+                          style=style, layout=wide),
         optimizer=W.Dropdown(options=list(OPTIMIZERS), value=o["optimizer"], description="optimizer",
                              style=style, layout=wide),
-        batch_size=W.Dropdown(options=[1, 2, 4, 8, 16, 32, 64], value=o["batch_size"], description="batch size",
+        batch_size=W.Dropdown(options=sorted({1, 2, 4, 8, 16, 32, 64, o["batch_size"]}), value=o["batch_size"],
+                              description="batch size",
                               style=style, layout=wide),
-        seq_len=W.Dropdown(options=[128, 256, 512, 1024, 2048, 4096, 8192], value=o["seq_len"],
+        seq_len=W.Dropdown(options=sorted({128, 256, 512, 1024, 2048, 4096, 8192, o["seq_len"]}), value=o["seq_len"],
                            description="sequence length", style=style, layout=wide),
         checkpointing=W.Checkbox(value=o["checkpointing"], description="activation checkpointing", indent=False),
         memory_efficient_attention=W.Checkbox(value=o["memory_efficient_attention"],
                                               description="memory-efficient attention", indent=False),
-        peft_method=W.Dropdown(options=[("LoRA (rank)", "lora"), ("adapters (bottleneck)", "adapter"),
-                                        ("trainable %", "fraction")], value=peft_method,
+        peft_method=W.Dropdown(options=[("LoRA (rank)", "lora"), ("adapters (bottleneck)", "adapter")],
+                               value=peft_method,
                                description="PEFT method", style=style, layout=wide),
-        peft_size=W.Dropdown(options=[0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256], value=peft_size,
+        peft_size=W.Dropdown(options=[1, 2, 4, 8, 16, 32, 64, 128, 256], value=peft_size,
                              description="PEFT size", style=style, layout=wide),
         zero_stage=W.Dropdown(options=[0, 1, 2, 3], value=o["zero_stage"], description="ZeRO stage",
                               style=style, layout=wide),
@@ -203,15 +173,14 @@ def memory_explorer(model="llama-3.2-3b", peft_method="lora", peft_size=16, live
     def refresh(*_):
         v = {k: w.value for k, w in c.items()}
         size = v.pop("peft_size")
-        if v["peft_method"] != "fraction":
-            size = max(1, int(size))
+        size = max(1, int(size))
         try:
             breakdowns, text = memory_summary(v.pop("model"), v.pop("peft_method"), size, **v)
         except (ValueError, TypeError) as e:
             summary.value = f"<b>Cannot estimate:</b> {e}"
             return
         summary.value = f"<div style='max-width:760px'>{text}</div>"
-        fig = plot_memory_breakdown(breakdowns, title=f"{c['model'].value}, {c['precision'].value}, "
+        fig = plot_memory_breakdown(breakdowns, title=f"estimate_memory (step peak): {c['model'].value}, {c['scheme'].value}, "
                                     f"{c['optimizer'].value}, batch {c['batch_size'].value} x "
                                     f"{c['seq_len'].value} tokens")
         plt.close(fig)
@@ -229,39 +198,36 @@ def memory_explorer(model="llama-3.2-3b", peft_method="lora", peft_size=16, live
     return explorer
 
 
-def describe_machine():
-    """One line naming the hardware this notebook ran on, with torch's version and thread count."""
-    return f"{hardware.describe_machine()}; torch {torch.__version__} with {threads_label(torch.get_num_threads())}"
-
-
-def report_walk(model="llama-3.2-3b", precision="autocast", batch_size=4, seq_len=512, peft=None, **assumptions):
+def report_walk(model="llama-3.2-3b", scheme="autocast", batch_size=4, seq_len=512, peft=None, **assumptions):
     """From the report's figure to ours, one cause at a time: [(step, total bytes, what changed)].
 
     Full fine-tuning starts from the report's 30 GB, PEFT (peft="lora"/"adapter" with its size
-    keywords) from its 12.12 GB; then the real parameter count, the precision scheme's bytes per
-    parameter, the activations of the real layers at batch x sequence length, and the GPU overhead.
+    keywords) from its 12.12 GB; then the real parameter count, the scheme's bytes per parameter,
+    the activations of the real layers at batch x sequence length with every component counted as if
+    alive at once (the per-component sum), the step's timeline (components come and go: the peak), and
+    the GPU overhead.
     """
     method = dict(peft=peft, **{k: assumptions.pop(k) for k in ("lora_rank", "lora_targets", "adapter_size")
                                 if k in assumptions}) if peft else {}
     start = estimate_memory(3e9, preset="report", **(dict(peft_fraction=0.005) if peft else {}))
     real_n = estimate_memory(model, preset="report", **method)
-    scheme = estimate_memory(model, precision=precision, activations=real_n["activations"], overhead=False,
-                             **method, **assumptions)
-    acts = estimate_memory(model, precision=precision, batch_size=batch_size, seq_len=seq_len, overhead=False,
+    per_param = estimate_memory(model, scheme=scheme, activations=real_n["activations"], overhead=False,
+                                **method, **assumptions)
+    peak = estimate_memory(model, scheme=scheme, batch_size=batch_size, seq_len=seq_len, overhead=False,
                            **method, **assumptions)
-    ours = estimate_memory(model, precision=precision, batch_size=batch_size, seq_len=seq_len, **method,
-                           **assumptions)
-    n = (real_n["weights"]) / 2
+    ours = estimate_memory(model, scheme=scheme, batch_size=batch_size, seq_len=seq_len, **method, **assumptions)
+    n = real_n["weights"] / 2
     return [("report", start["total"], "3e9 parameters x (2 + 2 + 4) B, activations = weights"),
             ("real parameter count", real_n["total"], f"{model}: {n / 1e9:.2f}B parameters"),
-            (f"{precision} bytes/param", scheme["total"], PRECISIONS[precision]["label"]),
-            (f"activations {batch_size}x{seq_len}", acts["total"], "tensors kept for backward (traced)"),
+            (f"{scheme} bytes/param", per_param["total"], SCHEMES[scheme]["label"]),
+            (f"activations {batch_size}x{seq_len}, summed", peak["sum_of_components"],
+             "every component at its end-of-phase size, as if alive at once (no temporaries)"),
+            (f"step peak ({peak['peak_phase']})", peak["total"], "live bytes over forward, backward, optimizer step"),
             ("+ GPU overhead = ours", ours["total"], "CUDA context 0.5 GB + 10 % allocator")]
 
 
 def plot_report_walk(walks, gpus=None, save_to=None):
     """Waterfalls, one panel per walk ({title: report_walk(...)}), with the cards drawn in GB."""
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(walks), figsize=(5.2 * len(walks), 4.4), squeeze=False)
     top_all = max(max(t for _, t, _ in w) for w in walks.values()) / GB
     for ax, (title, walk) in zip(axes[0], walks.items()):
