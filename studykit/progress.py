@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from tqdm.std import tqdm as text_tqdm
+
 __all__ = ["progress_bar", "progress_write", "progress_mode", "has_live_frontend", "format_duration"]
 
 MODES = ("auto", "text", "widget", "off")
@@ -24,7 +26,7 @@ def has_live_frontend() -> bool:
     VS Code, Colab) allow stdin. The request says it, whatever the environment variables a kernel inherits.
     """
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional: only a notebook kernel has it
     except ImportError:
         return False
     shell = get_ipython()
@@ -54,9 +56,9 @@ def progress_bar(*args, **kwargs):
     if mode == "off":
         kwargs["disable"] = True
     if mode == "widget":
-        from tqdm.notebook import tqdm
+        from tqdm.notebook import tqdm  # needs ipywidgets, loaded only where widgets are shown
     else:
-        from tqdm.std import tqdm
+        tqdm = text_tqdm
         kwargs.setdefault("mininterval", 5.0)
         kwargs.setdefault("file", sys.stdout)
         kwargs["leave"] = True
@@ -70,8 +72,7 @@ def progress_bar(*args, **kwargs):
 def progress_write(text: str, file=None) -> None:
     """Print a line while text bars are open, without gluing it to a bar's line (tqdm.write clears the
     bars, prints, and draws them again)."""
-    from tqdm.std import tqdm
-    tqdm.write(text, file=file or sys.stdout)
+    text_tqdm.write(text, file=file or sys.stdout)
     (file or sys.stdout).flush()
 
 

@@ -12,6 +12,8 @@ its maximum is the step's peak. On a GPU the allocator keeps the count itself:
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 
 import pandas as pd
@@ -58,6 +60,20 @@ def _replayed_peak(prof):
         live += e.nbytes()
         peak = max(peak, live)
     return peak, live
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """File descriptor 2 to /dev/null for the moment: what C++ libraries print there, Python's sys.stderr aside."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def measured_peak(model, batch_size=2, seq_len=64, scheme="fp32", optimizer="adamw", method=None,
@@ -108,8 +124,14 @@ def measured_peak(model, batch_size=2, seq_len=64, scheme="fp32", optimizer="ada
         peak, after = torch.cuda.max_memory_allocated(device) - base + start, torch.cuda.memory_allocated(device) - base
         how = "torch.cuda.max_memory_allocated over the second step"
     else:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+        with _native_stderr_silenced():  # kineto prints "USDT ... profiler_start" from C++ into reports
+            prof.start()
+        try:
             step()
+        finally:
+            with _native_stderr_silenced():
+                prof.stop()
         rise, after = _replayed_peak(prof)
         peak = start + rise
         how = "CPU allocator events (torch.profiler, profile_memory=True) replayed in time order"
