@@ -244,7 +244,7 @@ def run_grid_timed(s: dict, work: Path, cell: bool) -> dict:
 def run_profile_step(s: dict, work: Path) -> dict:
     dataset = s["datasets"][0]
     from studykit.dropout import resolve_dropout_kernel
-    kernel = resolve_dropout_kernel(s["dropout_kernel"], s["precision"], work / "cache")[0]
+    kernel = resolve_dropout_kernel(s["dropout_kernel"], s["precision"])[0]
     r = profile_step(s["model"], len(labels_of(dataset)), work / "cache", s["precision"], s["seq128_batch_size"],
                      s["max_length"], s["threads"], dropout_kernel=kernel)
     peak = matmul_peak(s["precision"], s["matmul_size"])

@@ -90,8 +90,7 @@ class RunConfig:
         "unless_default")
     dropout_kernel: str = _field(
         "auto", "dropout's random mask: torch (the model's own), int16 (four mask lanes per 64-bit draw, "
-                "studykit/dropout.py), auto (torch on GPU; on CPU the one whose training step measured faster here, "
-                "cached in <results_dir>/.cache)", "resolved", legacy="torch")
+                "studykit/dropout.py), auto (int16 for bf16 on CPU, else torch)", "resolved", legacy="torch")
 
     def __post_init__(self):
         if not isinstance(self.dataset, str) and not (
@@ -211,7 +210,7 @@ class RunConfig:
     @property
     def resolved_dropout_kernel(self) -> str:
         """The dropout this run uses on this machine: `dropout_kernel`, with "auto" resolved (torch, int16)."""
-        return resolve_dropout_kernel(self.dropout_kernel, self.resolved_precision, self.cache_dir)[0]
+        return resolve_dropout_kernel(self.dropout_kernel, self.resolved_precision)[0]
 
     def config_hash(self, data: str | None = None) -> str:
         """What identifies a configuration: every field that changes the result (see the module docstring),

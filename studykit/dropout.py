@@ -12,35 +12,22 @@ Two places use it: every `nn.Dropout` module (hidden, embedding, classifier drop
 function, goes through `attention_with_int16_dropout`, registered with transformers' `AttentionInterface`
 (its documented extension point) as eager attention whose only change is the mask.
 
-Whether it pays depends on the CPU, and its features do not say: on this project's AVX-512 EPYC the int16 mask
-is 1.4x (fp32) to 2.4x (bf16) cheaper than torch's, while on an AVX2 Zen 3 a whole fp32 run took 1.43x longer
-with it (the eager attention it needs). So "auto" on CPU is decided by measurement (`resolve_dropout_kernel`):
-one training step of a small BERT-shaped model with each kernel, alternating, in the run's precision, once per
-machine, torch version and precision, cached in the results folder's `.cache/calibration.json`.
+Where it pays: in bf16 on CPU a training step was 1.27x faster with it (AVX-512 EPYC, native bf16). In fp32 it
+is not worth it: a whole fp32 run took 1.43x longer with it on an AVX2 Zen 3 (issue 26), and on the AVX-512 EPYC
+a per-machine timing of one step could not tell the two kernels apart (it chose int16 in one results folder and
+torch in the next, 2026-12-04). So "auto" on CPU is int16 for bf16 runs and torch's own for fp32 runs
+(`resolve_dropout_kernel`): decided from the precision, the same in every process, nothing measured or written.
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
 import torch
-from filelock import FileLock
 from torch import nn
-from transformers import AttentionInterface, BertConfig, BertForSequenceClassification
+from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from .hardware import cpu_name
-from .runs import write_json_atomic
-
 __all__ = ["ATTENTION_NAME", "int16_keep_mask", "int16_dropout", "Int16MaskDropout",
-           "attention_with_int16_dropout", "use_int16_dropout", "resolve_dropout_kernel", "time_dropout_kernels",
-           "CALIBRATION_FILE", "INT16_MARGIN"]
-
-CALIBRATION_FILE = "calibration.json"  # in the results folder's .cache/
-# int16 is chosen only when its step is this much faster: within it, torch's own dropout (the model as shipped)
-INT16_MARGIN = 0.05
+           "attention_with_int16_dropout", "use_int16_dropout", "resolve_dropout_kernel"]
 
 ATTENTION_NAME = "studykit_int16_dropout"
 _LANES = 65536
@@ -109,65 +96,14 @@ def use_int16_dropout(model: nn.Module) -> nn.Module:
     return model
 
 
-def time_dropout_kernels(precision: str, repeats: int = 3) -> dict:
-    """Seconds of one training step (forward and backward) with each kernel ({"torch": s, "int16": s}), the
-    fastest of `repeats`, alternating: a BERT-shaped model of MiniLM's width and depth (6 x 384, random
-    weights, nothing downloaded), batch 16 x 64 tokens, in `precision` (fp32, or bf16 autocast)."""
-    config = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
-                        vocab_size=1000, num_labels=3)
-    inputs = dict(input_ids=torch.randint(0, 1000, (16, 64)), attention_mask=torch.ones(16, 64, dtype=torch.long),
-                  labels=torch.randint(0, 3, (16,)))
-    with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
-        torch.manual_seed(0)
-        models = {"torch": BertForSequenceClassification(config).train()}
-        models["int16"] = use_int16_dropout(BertForSequenceClassification(config).train())
-        times = {name: [] for name in models}
-        for attempt in range(repeats + 1):  # the first round warms up (allocations, kernel choice)
-            for name, model in models.items():
-                start = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss = model(**inputs).loss
-                loss.backward()
-                if attempt:
-                    times[name].append(time.perf_counter() - start)
-    return {name: min(t) for name, t in times.items()}
-
-
-def _calibrated(precision: str, cache_dir) -> tuple[str, str]:
-    """The seconds measured for this machine, read from `cache_dir`'s calibration file; where it has none, this
-    process's measurement (taken now if there is none yet) is written there first. The file decides, so every
-    process of a grid (workers, `accelerate launch` ranks) reads the same choice for the same results folder."""
-    # Not by thread count: a grid's workers (1 thread each) must read the choice its main process hashed with
-    key = f"dropout_kernel|{cpu_name()}|torch {torch.__version__}|{precision}"
-    path = Path(cache_dir) / CALIBRATION_FILE
-    if (path, key) not in _READ:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(path) + ".lock"):  # one process measures; the others wait, then read it
-                cached = json.loads(path.read_text()) if path.is_file() else {}
-                if key not in cached:
-                    cached[key] = _MEASURED.get(key) or time_dropout_kernels(precision)
-                    write_json_atomic(path, cached)
-        except OSError:  # a read-only results folder (a report being read): this process's measurement
-            cached = {key: _MEASURED.get(key) or time_dropout_kernels(precision)}
-        _MEASURED.setdefault(key, cached[key])
-        _READ[path, key] = cached[key]
-    seconds = _READ[path, key]
-    kernel = "int16" if seconds["int16"] < (1 - INT16_MARGIN) * seconds["torch"] else "torch"
-    return kernel, (f"auto: measured on this CPU in {precision}, one training step int16 {seconds['int16']:.3f} s "
-                    f"vs torch {seconds['torch']:.3f} s (cached in {path})")
-
-
-_MEASURED: dict[str, dict] = {}  # this process's measurements, by machine key
-_READ: dict[tuple, dict] = {}  # what each results folder's calibration file said, by (file, machine key)
-
-
-def resolve_dropout_kernel(kernel: str, precision: str, cache_dir) -> tuple[str, str]:
+def resolve_dropout_kernel(kernel: str, precision: str) -> tuple[str, str]:
     """The dropout a run uses, and why: an explicit choice stays; `"auto"` is torch's own on a GPU (cheap
-    there, and fused into attention) and, on CPU, the kernel whose training step measured faster here in the
-    run's `precision` (int16 only beyond `INT16_MARGIN`), measured once and cached under `cache_dir`."""
+    there, and fused into attention) and in fp32 on CPU, and the int16 kind for bf16 on CPU, the one case where
+    it measured clearly faster (module docstring)."""
     if kernel != "auto":
         return kernel, "set explicitly"
     if torch.cuda.is_available():
         return "torch", "auto: GPU (torch's dropout is cheap there)"
-    return _calibrated(precision, cache_dir)
+    if precision == "bf16":
+        return "int16", "auto: bf16 on CPU (torch's bf16 mask draws one random number per element; int16 1.27x per step)"
+    return "torch", "auto: fp32 on CPU (int16 was 1.43x slower on an AVX2 Zen 3, within noise on AVX-512)"

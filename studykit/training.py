@@ -155,7 +155,7 @@ class RunSetup:
     def decide(cls, config: RunConfig) -> "RunSetup":
         precision, precision_reason = resolve_precision(config.precision)
         return cls(precision, precision_reason,
-                   *resolve_dropout_kernel(config.dropout_kernel, precision, config.cache_dir), method_for(config))
+                   *resolve_dropout_kernel(config.dropout_kernel, precision), method_for(config))
 
     def recorded(self) -> dict:
         """The decisions as the summary records them."""

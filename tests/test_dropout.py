@@ -1,7 +1,5 @@
 """The int16-mask dropout (studykit/dropout.py): same distribution and scaling as torch's, seeded, a correct
 gradient, attention equal to transformers' eager attention, and a model whose every dropout is swapped."""
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -114,83 +112,27 @@ def test_runs_record_the_dropout_they_used_and_peft_dropout_is_swapped_too(tmp_p
     assert torch_run["dropout_kernel"] == "torch" and torch_run["f1_macro"] >= 0
 
 
-@pytest.fixture
-def measured(monkeypatch):
-    """Pretend one training step measured `seconds` ({"torch": s, "int16": s}) on this CPU; counts measurements."""
-    from studykit import dropout
-    calls = []
-
-    def pretend(seconds):
-        monkeypatch.setattr(dropout, "_MEASURED", {})
-        monkeypatch.setattr(dropout, "_READ", {})
-        monkeypatch.setattr(dropout, "time_dropout_kernels", lambda precision: calls.append(precision) or seconds)
-        monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    pretend.calls = calls
-    return pretend
-
-
-@pytest.mark.parametrize("seconds, expected", [
-    ({"torch": 1.0, "int16": 0.7}, "int16"),    # a CPU where torch's mask is dear (this project's AVX-512 EPYC)
-    ({"torch": 1.0, "int16": 1.4}, "torch"),    # one where int16's eager attention costs more (the AVX2 Zen 3)
-    ({"torch": 1.0, "int16": 0.97}, "torch"),   # within the margin: the model's own dropout
-])
-def test_auto_dropout_on_cpu_is_the_kernel_that_measured_faster_here(measured, tmp_path, seconds, expected):
+@pytest.mark.parametrize("precision, expected", [("bf16", "int16"), ("fp32", "torch")])
+def test_auto_dropout_on_cpu_follows_the_runs_precision(monkeypatch, precision, expected):
     from studykit.dropout import resolve_dropout_kernel
-    measured(seconds)
-    kernel, reason = resolve_dropout_kernel("auto", "fp32", tmp_path)
-    assert kernel == expected and reason.startswith("auto: measured on this CPU in fp32")
-    assert resolve_dropout_kernel("int16", "fp32", tmp_path) == ("int16", "set explicitly")
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    kernel, reason = resolve_dropout_kernel("auto", precision)
+    assert kernel == expected and reason.startswith(f"auto: {precision} on CPU")
+    assert resolve_dropout_kernel("int16", "fp32") == ("int16", "set explicitly")
+    assert resolve_dropout_kernel("torch", "bf16") == ("torch", "set explicitly")
 
 
-def test_the_calibration_is_measured_once_per_precision_and_cached_in_the_results_folder(measured, tmp_path):
-    from studykit import dropout
-    measured({"torch": 1.0, "int16": 0.5})
-    for _ in range(2):
-        assert dropout.resolve_dropout_kernel("auto", "bf16", tmp_path)[0] == "int16"
-    dropout.resolve_dropout_kernel("auto", "fp32", tmp_path)
-    assert measured.calls == ["bf16", "fp32"]
-    cached = json.loads((tmp_path / dropout.CALIBRATION_FILE).read_text())
-    assert len(cached) == 2 and all(v == {"torch": 1.0, "int16": 0.5} for v in cached.values())
-    dropout._MEASURED.clear()  # another process on this machine: reads the file, measures nothing
-    dropout._READ.clear()
-    assert dropout.resolve_dropout_kernel("auto", "bf16", tmp_path)[0] == "int16" and len(measured.calls) == 2
-
-
-def test_the_file_decides_so_every_process_of_a_results_folder_agrees(measured, tmp_path):
-    from studykit import dropout
-    measured({"torch": 1.0, "int16": 0.5})
-    assert dropout.resolve_dropout_kernel("auto", "fp32", tmp_path / "a")[0] == "int16"
-    # a second results folder: this process's measurement is written there too, not measured again ...
-    assert dropout.resolve_dropout_kernel("auto", "fp32", tmp_path / "b")[0] == "int16"
-    assert measured.calls == ["fp32"] and (tmp_path / "b" / dropout.CALIBRATION_FILE).is_file()
-    # ... and a folder whose file another process wrote (it measured torch faster) keeps that choice
-    key = next(iter(json.loads((tmp_path / "a" / dropout.CALIBRATION_FILE).read_text())))
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / dropout.CALIBRATION_FILE).write_text(json.dumps({key: {"torch": 1.0, "int16": 2.0}}))
-    assert dropout.resolve_dropout_kernel("auto", "fp32", tmp_path / "c")[0] == "torch"
-
-
-def test_a_read_only_results_folder_still_gets_a_decision(measured, tmp_path, monkeypatch):
-    from studykit import dropout
-
-    def read_only(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-    measured({"torch": 1.0, "int16": 2.0})
-    monkeypatch.setattr(dropout, "FileLock", read_only)  # as in a results folder nobody may write to
-    assert dropout.resolve_dropout_kernel("auto", "fp32", tmp_path / ".cache")[0] == "torch"
-    assert measured.calls == ["fp32"]
-    assert dropout.resolve_dropout_kernel("auto", "fp32", tmp_path / "other")[0] == "torch"  # measured once
-    assert measured.calls == ["fp32"]
-
-
-def test_on_a_gpu_auto_dropout_is_torchs_without_measuring(measured, tmp_path, monkeypatch):
+def test_on_a_gpu_auto_dropout_is_torchs(monkeypatch):
     from studykit.dropout import resolve_dropout_kernel
-    measured({"torch": 1.0, "int16": 0.1})
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
-    assert resolve_dropout_kernel("auto", "bf16", tmp_path)[0] == "torch" and measured.calls == []
+    assert resolve_dropout_kernel("auto", "bf16")[0] == "torch"
 
 
-def test_the_calibration_times_real_steps_of_both_kernels():
-    from studykit.dropout import time_dropout_kernels
-    seconds = time_dropout_kernels("fp32", repeats=1)
-    assert set(seconds) == {"torch", "int16"} and all(0 < s < 60 for s in seconds.values())
+@pytest.mark.parametrize("has_bf16, expected", [(True, "int16"), (False, "torch")])
+def test_auto_dropout_follows_the_cpu_kind_through_the_precision(monkeypatch, fixture_data, has_bf16, expected):
+    from studykit import hardware
+    monkeypatch.setattr(hardware, "_cpu_bf16_features", lambda: ("AVX-512 BF16",) if has_bf16 else ())
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    config = utils.RunConfig("tiny-bert", "restaurant_sup", data_dir=fixture_data)  # precision and dropout "auto"
+    assert config.resolved_dropout_kernel == expected
+
