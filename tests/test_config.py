@@ -29,10 +29,9 @@ def test_existing_configurations_keep_their_hash(fixture_data, settings):
     assert config.config_hash() == _old_hash(config)
 
 
-def test_the_dropout_kernel_enters_the_hash_resolved_and_only_when_not_torch(fixture_data, monkeypatch, tmp_path):
+def test_the_dropout_kernel_enters_the_hash_resolved_and_only_when_not_torch(fixture_data, monkeypatch):
     def config(kernel):
-        return RunConfig("tiny-bert", "acl_sup", data_dir=fixture_data, precision="bf16", dropout_kernel=kernel,
-                         results_dir=str(tmp_path))
+        return RunConfig("tiny-bert", "acl_sup", data_dir=fixture_data, precision="bf16", dropout_kernel=kernel)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert config("auto").resolved_dropout_kernel == "int16"  # bf16 on CPU
     assert config("auto").config_hash() == config("int16").config_hash() != config("torch").config_hash()
