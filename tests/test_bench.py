@@ -108,7 +108,8 @@ def test_quick_throughput_reports_four_sides_and_two_mfus(tmp_path):
 
 @pytest.mark.timeout(600)
 def test_quick_whole_run_times_both_processes(tmp_path):
-    stdout, out = run_quick(tmp_path, "--whole-run")
+    out_file = tmp_path / "whole_run.txt"
+    stdout, out = run_quick(tmp_path, "--whole-run", "--out", str(out_file))
     assert out["other_side"] == "trainer_bf16_gbl" and out["sides"]["trainer_bf16_gbl"]["precision"] == "bf16"
     for side, (run,) in out["runs"].items():
         assert run["wall_s"] > run["in_run_wall_s"] > run["train_time_s"] > 0, side
@@ -118,6 +119,14 @@ def test_quick_whole_run_times_both_processes(tmp_path):
     assert ">= 1.20x" in stdout and "macro-F1 over seeds" in stdout
     assert out["f1_macro_diff"] == pytest.approx(out["runs"]["ours"][0]["f1_macro"]
                                                  - out["runs"]["trainer_bf16_gbl"][0]["f1_macro"])
+    # bench/whole_run_mfu.py reads that file: one epoch's FLOPs over each side's training time, at each peak
+    from bench import whole_run_mfu
+    (mfu,) = whole_run_mfu.main([str(out_file), "--out", "-"])
+    for side, row in mfu["sides"].items():
+        assert row["train_s"] == out["runs"][side][0]["train_time_s"]
+        assert row["mfu"] == pytest.approx(mfu["flops"] / row["train_s"] / mfu["peaks"][row["precision"]])
+        assert 0 < row["mfu"] < 1, side
+    assert mfu["ceiling"] == pytest.approx(mfu["sides"]["trainer_bf16_gbl"]["train_s"] / mfu["sides"]["ours"]["at_peak_s"])
 
 
 @pytest.mark.timeout(600)
