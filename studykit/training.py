@@ -281,8 +281,19 @@ def _train(config: RunConfig, setup: RunSetup, accelerator: Accelerator) -> tupl
     summary, predictions = _summary(config, setup, accelerator, log, evaluations, step, schedule, stop_early, model)
     summary.update(**meter.summary(accelerator), data_prep_s=data_prep_s,
                    checkpoint_bytes=sum(p.numel() * p.element_size() for p in params),
-                   pad_to_multiple_of=getattr(train_loader.collate_fn, "pad_to_multiple_of", None))
+                   pad_to_multiple_of=getattr(train_loader.collate_fn, "pad_to_multiple_of", None),
+                   **_attention_recorded(model, setup))
     return summary, log, predictions, model
+
+
+def _attention_recorded(model, setup: RunSetup) -> dict:
+    """The attention function the run trained with, and why: nothing in the engine picks it but the dropout."""
+    name = model.config._attn_implementation
+    if setup.dropout_kernel == "int16":
+        reason = "int16 dropout: eager attention with the int16 mask while training, SDPA in evaluation"
+    else:
+        reason = "the model's default: SDPA where transformers supports it for this class, else eager"
+    return {"attention": name, "attention_reason": reason}
 
 
 def _summary(config, setup, accelerator, log, evaluations, step, schedule, stop_early, model) -> tuple[dict, list]:

@@ -108,8 +108,10 @@ def test_runs_record_the_dropout_they_used_and_peft_dropout_is_swapped_too(tmp_p
     assert swapped == [True]
     assert summary["dropout_kernel"] == "int16" and summary["dropout_kernel_reason"] == "set explicitly"
     assert summary["pad_to_multiple_of"] is None  # on CPU, even in bf16: padding to 8 only adds tokens there
+    assert summary["attention"] == ATTENTION_NAME and summary["attention_reason"].startswith("int16 dropout")
     torch_run = utils.train_run(utils.RunConfig(**{**config.__dict__, "dropout_kernel": "torch"}))
     assert torch_run["dropout_kernel"] == "torch" and torch_run["f1_macro"] >= 0
+    assert torch_run["attention"] == "sdpa" and torch_run["attention_reason"].startswith("the model's default")
 
 
 @pytest.mark.parametrize("precision, expected", [("bf16", "int16"), ("fp32", "torch")])
