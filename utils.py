@@ -27,7 +27,8 @@ from studykit.memory import (MODEL_CONFIGS, SCHEMES, TOTAL_TOLERANCE, activation
                              answers_side_by_side, breakdown_table, bytes_per_parameter, compare_with_anchors,
                              count_model_parameters, estimate_memory, gpus_that_fit, korthikanti_layer_bytes,
                              measure_memory, memory_explorer, memory_summary, plan_study, plot_memory_breakdown,
-                             plot_report_walk, report_walk, step_timeline, validate_estimates)
+                             plot_report_walk, report_walk, step_timeline, validate_estimates,
+                             validate_on_study)
 from studykit.methods import FullFineTuning, HoulsbyAdapters, LoRA
 from studykit.modeling import ModelUnavailable, load_model_and_tokenizer, pooler_statistics, resolve_model
 from studykit.plots import method_colours, plot_confusions, plot_curves
@@ -71,7 +72,7 @@ __all__ = [
     # memory
     "estimate_memory", "step_timeline", "SCHEMES", "MODEL_CONFIGS", "count_model_parameters", "bytes_per_parameter",
     "activation_terms", "activation_bytes", "korthikanti_layer_bytes", "measure_memory", "validate_estimates",
-    "TOTAL_TOLERANCE", "compare_with_anchors", "answers_side_by_side", "report_walk", "plot_report_walk",
+    "validate_on_study", "TOTAL_TOLERANCE", "compare_with_anchors", "answers_side_by_side", "report_walk", "plot_report_walk",
     "breakdown_table", "plot_memory_breakdown", "memory_summary", "memory_explorer", "gpus_that_fit",
     "describe_machine", "plan_study",
 ]

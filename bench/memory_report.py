@@ -4,9 +4,11 @@
 - anchors.csv     peft's method_comparison Llama-3.2-3B figures beside our peak (`compare_with_anchors`, ~3 min);
 - answers.csv     Q1/Q2 for Llama-3.2-3B at 4 x 512 under our trainer's scheme and PEFT users' (~2 min);
 - walk.csv        the report's 30 / 12.12 GB walked to our Q1/Q2 answers, one cause at a time (~1 min);
-- plan.csv        the planner on the full profile of Tasks 2 and 3, for a GPU (~1 min).
+- plan.csv        the planner on the full profile of Tasks 2 and 3, for a GPU (~1 min);
+- sizes.csv       the estimated step peak vs the measured one for every model x method the reference study
+                  trains, at both sizes (MiniLM, MPNet-base), at its longest batch, in its runs' precision (~5 min).
 
-    python bench/memory_report.py [--only validation|anchors|answers|walk|plan] [--out results/memory]
+    python bench/memory_report.py [--only validation|anchors|answers|walk|plan|sizes] [--out results/memory]
 
 Each file's `produced_by` column names this script and the torch/transformers versions; the notebook reads
 them and says so, and tests/test_memory.py recomputes one cheap validation row and checks it against the file.
@@ -36,7 +38,7 @@ def write(name, frame, out: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("validation", "anchors", "answers", "walk", "plan"))
+    parser.add_argument("--only", choices=("validation", "anchors", "answers", "walk", "plan", "sizes"))
     parser.add_argument("--out", default="results/memory")
     args = parser.parse_args(argv)
     import torch
@@ -55,6 +57,11 @@ def main(argv=None) -> None:
     if args.only in (None, "plan"):
         import utils
         write("plan", utils.plan_study(utils.study_configs("task2", "full") + utils.study_configs("task3", "full")),
+              out)
+    if args.only in (None, "sizes"):
+        import utils
+        write("sizes", M.validate_on_study(utils.study_configs("task2", "reference") + utils.study_configs("task3", "reference")
+                                           + utils.study_configs("task2", "sizes") + utils.study_configs("task3", "sizes")),
               out)
 
 

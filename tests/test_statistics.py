@@ -225,3 +225,8 @@ def test_describe_model_costs_gives_the_larger_models_cost_as_ratios():
         "restaurant_sup, big vs small (full fine-tuning): 110,000,000 vs 22,000,000 parameters; 300 vs 50 s per "
         "training epoch (6.0x); checkpoint 440 vs 88 MB; process peak RSS 6.00 vs 2.00 GB."]
     assert utils.describe_model_costs(runs[runs.model_name == "big"]) == []
+    labels = runs.groupby("model_name")["label"].first()
+    step = pd.DataFrame({"dataset": "restaurant_sup", "label": [labels["small"], labels["big"]], "total": [1.26e9, 3.71e9],
+                         "source": "measured step"}).set_index(["dataset", "label"])
+    assert utils.describe_model_costs(runs, step)[0].endswith(
+        "checkpoint 440 vs 88 MB; training step peak 3.71 vs 1.26 GB (2.9x; measured step); process peak RSS 6.00 vs 2.00 GB.")

@@ -25,9 +25,9 @@ from .catalog import (ALLOCATOR_FRACTION, COMPONENTS, CUDA_CONTEXT_BYTES, DEFAUL
 from .counting import architecture, count_model_parameters, describe_method, formula_covers
 from .estimate import bytes_per_parameter, estimate_memory
 from .formula import activation_bytes, activation_terms, korthikanti_layer_bytes
-from .measure import (MEASURABLE_SCHEMES, TOTAL_TOLERANCE, measure_memory, measured_peak, validate_estimates,
-                      validation_cases)
-from .plan import cells_that_do_not_fit, largest_batch_that_fits, plan_study
+from .measure import (MEASURABLE_SCHEMES, TOTAL_TOLERANCE, default_attention, measure_memory, measured_peak,
+                      validate_estimates, validate_on_study, validation_cases)
+from .plan import cells_that_do_not_fit, largest_batch_that_fits, model_config, plan_study
 from .timeline import PHASES, method_from, step_timeline
 from .widgets import (breakdown_table, format_bytes, gpu_label, gpus_that_fit, memory_explorer, memory_summary,
                       plot_memory_breakdown, plot_report_walk, report_walk)
@@ -39,8 +39,9 @@ __all__ = [
     "get_config", "model_class", "architecture", "count_model_parameters", "describe_method", "formula_covers",
     "bytes_per_parameter", "activation_terms", "activation_bytes", "korthikanti_layer_bytes", "step_timeline",
     "method_from", "estimate_memory", "measure_memory", "measured_peak", "validation_cases", "validate_estimates",
+    "validate_on_study", "default_attention",
     "compare_with_anchors", "answers_side_by_side", "gpus_that_fit", "plan_study", "cells_that_do_not_fit",
-    "largest_batch_that_fits",
+    "largest_batch_that_fits", "model_config",
     "format_bytes", "gpu_label", "breakdown_table", "plot_memory_breakdown", "memory_summary", "memory_explorer",
     "report_walk", "plot_report_walk",
 ]

@@ -68,6 +68,17 @@ MODEL_CONFIGS = {
         model_type="bert", vocab_size=31090, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
         max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, num_labels=2),
+    # The reference study's two sizes, config.json of the weights the kit fetches (pinned by sha256 in
+    # studykit.fetch): sentence-transformers/all-MiniLM-L6-v2 (22 M) and all-mpnet-base-v2 (110 M).
+    "all-minilm-l6-v2": dict(
+        model_type="bert", vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+        intermediate_size=1536, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, num_labels=2),
+    "all-mpnet-base-v2": dict(
+        model_type="mpnet", vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        max_position_embeddings=514, relative_attention_num_buckets=32, layer_norm_eps=1e-5, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, num_labels=2),
 }
 
 # Small shapes that train in seconds on a CPU, used to check the estimator against measurement.

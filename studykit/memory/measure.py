@@ -21,18 +21,22 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ..adapters import DEFAULT_ADAPTER_SIZE
-from ..methods import FullFineTuning, HoulsbyAdapters, LoRA
-from .catalog import get_config
+from ..methods import FullFineTuning, HoulsbyAdapters, LoRA, method_for
+from ..pipeline import label_names
+from .catalog import get_config, model_class
 from .counting import describe_method
 from .estimate import estimate_memory
 from .timeline import SCHEME_DTYPES, build_model, make_optimizer, method_from, training_inputs
 
-__all__ = ["measure_memory", "measured_peak", "validation_cases", "validate_estimates", "TOTAL_TOLERANCE",
-           "MEASURABLE_SCHEMES"]
+__all__ = ["measure_memory", "measured_peak", "validation_cases", "validate_estimates", "validate_on_study",
+           "default_attention",
+           "TOTAL_TOLERANCE", "MEASURABLE_SCHEMES"]
 
 # Schemes a plain training step runs: fp32, pure bf16, and bf16 autocast over fp32 weights (our trainer).
 # "mixed" (16-bit weights + a separate fp32 master copy) needs an optimizer wrapper we do not run.
 MEASURABLE_SCHEMES = ("fp32", "bf16", "autocast")
+# The scheme our trainer runs for a RunConfig's precision on CPU (Accelerate's bf16 autocast over fp32 weights).
+_STUDY_SCHEMES = {"bf16": "autocast", "fp32": "fp32"}
 # Every validation case: the estimated peak within this relative error of the measured one.
 TOTAL_TOLERANCE = 0.03
 
@@ -216,3 +220,37 @@ def validate_estimates(cases=None, profile="fast"):
                          sum_of_components_MB=e["sum_of_components"] / 1e6,
                          sum_err_pct=100 * (e["sum_of_components"] / m["peak"] - 1)))
     return pd.DataFrame(rows)
+
+
+def default_attention(config) -> str:
+    """The attention `from_pretrained` gives this config's model when none is asked for (the engine asks for
+    none): torch's fused SDPA where transformers supports it for the class, else eager (MPNet)."""
+    concrete = model_class(config)._model_mapping.get(type(config), None)
+    return "sdpa" if getattr(concrete, "_supports_sdpa", False) else "eager"
+
+
+def validate_on_study(configs, dataset=None):
+    """`validate_estimates` on the models a study trains: one case per model x training method of `configs`
+    (RunConfigs), with the first dataset's label count (or `dataset`'s), at the longest batch a run can meet
+    (its per-device batch x max_length, no padding), in the scheme its precision trains in, with the attention
+    loading gives the model (the engine sets none): SDPA where the class supports it (BERT), else eager (MPNet).
+    Runs whose precision is "auto" or fp16 are left out: their scheme depends on the machine.
+    Each model needs a shipped config (`MODEL_CONFIGS`)."""
+    cases, names = {}, {}
+    for c in configs:
+        dataset = dataset or c.dataset
+        if c.dataset != dataset or c.precision not in _STUDY_SCHEMES:
+            continue
+        method = method_for(c)
+        config = get_config(c.model_name)
+        config.num_labels = len(label_names(c))
+        key = (c.model_name, describe_method(method))
+        if key not in cases:
+            names[key] = c.model_name
+            cases[key] = dict(model=config, method=method, batch_size=c.per_device_batch_size or c.batch_size,
+                              seq_len=c.max_length, scheme=_STUDY_SCHEMES[c.precision], optimizer="adamw",
+                              attn_implementation=default_attention(config), held_out=False)
+    if not cases:
+        raise ValueError("no run of these configs has a pinned precision (bf16 or fp32) on the dataset "
+                         f"{dataset!r}; pass configs of a profile that pins it, or another dataset")
+    return validate_estimates(list(cases.values())).assign(model=list(names.values()), dataset=dataset)

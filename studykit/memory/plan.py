@@ -22,7 +22,7 @@ from .estimate import estimate_memory
 from .timeline import build_model, make_optimizer, training_inputs
 from .widgets import gpu_label
 
-__all__ = ["plan_study", "cells_that_do_not_fit", "largest_batch_that_fits", "method_of"]
+__all__ = ["plan_study", "cells_that_do_not_fit", "largest_batch_that_fits", "method_of", "model_config"]
 
 # What our trainer runs (studykit.training: Accelerate's mixed precision) for each RunConfig.precision, on a GPU.
 TRAINER_SCHEMES = {"auto": "autocast", "bf16": "autocast", "fp16": "autocast", "fp32": "fp32"}
@@ -41,8 +41,9 @@ def method_of(config):
     return describe_method(method), method
 
 
-def _model_config(name, cache_dir=None):
-    """A transformers config for a model name: a shipped one, else a local folder or the local HF cache."""
+def model_config(name, cache_dir=None):
+    """A transformers config for a model name: a shipped one (`MODEL_CONFIGS`: no model files needed), else a
+    local folder or the local HF cache."""
     if name.lower() in {**MODEL_CONFIGS, **VALIDATION_CONFIGS}:
         return get_config(name)
     try:
@@ -159,7 +160,7 @@ def plan_study(configs, gpus=None, device="cuda", scheme=None, measure_time=Fals
                    method=label, training_method=cfg.method_name, batch=cfg.batch_size, per_device_batch=per_device,
                    scheme=run_scheme)
         try:
-            config = _model_config(cfg.model_name, getattr(cfg, "cache_dir", None))
+            config = model_config(cfg.model_name, getattr(cfg, "cache_dir", None))
         except ValueError as e:
             rows.append(dict(row, note=str(e)))
             continue
