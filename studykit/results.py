@@ -174,14 +174,14 @@ def load_study(configs, on_duplicate: str = "warn") -> pd.DataFrame:
 
 
 def compared_configs(tasks, profiles, configs, **overrides) -> list:
-    """The configs of `profiles` (for each of `tasks`) whose models `configs` does not run: other models' runs to
-    read beside this grid's, never to train. A model the grid already runs is left out, so once a profile's
-    runs move into the grid's own profile they are read from there, once. `overrides`: `study_configs`'
-    (datasets, seeds, data_dir...)."""
+    """The configs of `profiles` (for each of `tasks`) in the (model, dataset) cells `configs` does not run: other
+    models' runs, or this model's on a dataset the grid leaves out, to read beside this grid's, never to train. A
+    cell the grid already runs is left out, so once a profile's runs move into the grid's own profile they are
+    read from there, once. `overrides`: `study_configs`' (datasets, seeds, data_dir...)."""
     tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-    ours = {c.model_name for c in configs}
+    ours = {(c.model_name, c.dataset) for c in configs}
     return [c for profile in profiles or () for task in tasks for c in study_configs(task, profile, **overrides)
-            if c.model_name not in ours]
+            if (c.model_name, c.dataset) not in ours]
 
 
 def missing_cells(configs) -> list[str]:
