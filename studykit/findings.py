@@ -115,6 +115,10 @@ def describe_learning_rates(configs, profile: str) -> list[str]:
 
 # --- the notebooks' summary boxes -------------------------------------------------------------------------------
 
+def _seeds(n) -> str:
+    return f"{int(n)} seed{'' if int(n) == 1 else 's'}"
+
+
 def what_did_not_run(results: pd.DataFrame, task: str, profile: str, missing_configs=()) -> list[str]:
     """What the study plans but these results lack: the full profile, LoRA, the five seeds, and the cells of
     `missing_configs` (configs asked for and not finished, e.g. `load_study(...).attrs["missing_configs"]`)."""
@@ -241,7 +245,7 @@ def describe_model_comparisons(table: pd.DataFrame, metric: str = "f1_macro", mi
     for _, r in table.iterrows():
         lines.append(
             f"{r['dataset']}, {r['model b']} vs {r['model a']} (full fine-tuning): {metric_name(metric)} "
-            f"{r[f'{metric} b']:.3f} ({r['n b']} seeds) vs {r[f'{metric} a']:.3f} ({r['n a']} seeds); difference "
+            f"{r[f'{metric} b']:.3f} ({_seeds(r['n b'])}) vs {r[f'{metric} a']:.3f} ({_seeds(r['n a'])}); difference "
             f"{r['difference']:+.3f}, Welch 95 % interval {format_interval((r['Welch low'], r['Welch high']))} "
             f"(independent samples: different models' seeds are not pairs); a random {r['model b']} run beats a random "
             f"{r['model a']} run in {r['P(b beats a)']:.0%} of the {r['pairs']} pairs; {r['verdict']}.")
@@ -293,8 +297,8 @@ def describe_sizes(results: pd.DataFrame, missing_configs=(), metric: str = "f1_
     lines = []
     for _, r in compare_sizes(results, metric).iterrows():
         lines.append(f"{r['dataset']}, {r['training_method']} minus full fine-tuning ({metric_name(metric)}): "
-                     f"{r['gap a']:+.3f} at {r['model a']} ({r['n a']} seeds), {r['gap b']:+.3f} at {r['model b']} "
-                     f"({r['n b']} seeds); the gap changes by {r['change']:+.3f}, Welch 95 % interval "
+                     f"{r['gap a']:+.3f} at {r['model a']} ({_seeds(r['n a'])}), {r['gap b']:+.3f} at {r['model b']} "
+                     f"({_seeds(r['n b'])}); the gap changes by {r['change']:+.3f}, Welch 95 % interval "
                      f"{format_interval((r['Welch low'], r['Welch high']))}: {r['verdict']}.")
     if not lines:
         runs = results if len(results) else pd.DataFrame(columns=["model_name", "training_method"])
