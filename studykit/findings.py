@@ -128,15 +128,12 @@ def what_did_not_run(results: pd.DataFrame, task: str, profile: str, missing_con
         missing.append(f"the full profile ({', '.join(full['models'])}; seeds {full['seeds'][0]}–{full['seeds'][-1]}; "
                        f"the report's settings; GPUs): not run in this copy — run it with PROFILE=full")
     cut = [d for d in full["runs"] if d not in PROFILES[task][profile]["runs"]]
-    read = set(results["dataset"]) if not results.empty else set()
-    for dataset in cut:
-        if dataset in read:  # the profile cut it from its own grid; another profile's runs of it are read (read only)
-            models = ", ".join(sorted(set(results.loc[results["dataset"] == dataset, "model_name"])))
-            missing.append(f"{dataset}: left out of the {profile} profile's own grid (a stated budget cut; the reason is "
-                           f"in studykit/profiles.py); read here from another profile's runs: {models}")
-        else:
-            missing.append(f"{dataset}: left out of the {profile} profile's study (a stated budget cut; the reason "
-                           f"is in studykit/profiles.py)")
+    for dataset in cut:  # another profile's runs of a cut dataset may be read beside the grid (never trained here)
+        models = sorted(set(results.loc[results["dataset"] == dataset, "model_name"])) if not results.empty else []
+        where, read = (("own grid", f"; read here from another profile's runs: {', '.join(models)}") if models
+                       else ("study", ""))
+        missing.append(f"{dataset}: left out of the {profile} profile's {where} (a stated budget cut; the reason is "
+                       f"in studykit/profiles.py){read}")
     if task == "task3" and (results.empty or "lora" not in set(results["training_method"])):
         missing.append("LoRA (implemented: method='lora' through the same engine): no LoRA runs in these results")
     per_cell = results.groupby(["dataset", "label"])["seed"].nunique() if not results.empty else pd.Series(dtype=int)

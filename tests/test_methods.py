@@ -156,13 +156,13 @@ def test_the_planner_plans_mpnet_with_its_eager_attention(tmp_path, fixture_data
     """MPNet has no sdpa attention in transformers: the planner traces the eager attention our trainer runs."""
     from transformers import AutoModel
 
-    from studykit.memory.plan import _attention_of, plan_study
+    from studykit.memory import default_attention, plan_study
     from studykit.modeling import _tiny_tokenizer
     tokenizer = _tiny_tokenizer("roberta")
     config = MPNetConfig(**{**TINY, "vocab_size": len(tokenizer), "max_position_embeddings": 130})
     AutoModel.from_config(config).save_pretrained(tmp_path / "mpnet")
     tokenizer.save_pretrained(tmp_path / "mpnet")
-    assert _attention_of(config) == "eager" and _attention_of(RobertaConfig()) == "sdpa"
+    assert default_attention(config) == "eager" and default_attention(RobertaConfig()) == "sdpa"
     configs = [RunConfig(str(tmp_path / "mpnet"), "restaurant_sup", batch_size=16, data_dir=fixture_data, **kw)
                for kw in (dict(), dict(adapter_size=8), dict(method="lora"))]
     plan = plan_study(configs)

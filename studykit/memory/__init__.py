@@ -20,13 +20,13 @@ The package, one room per concern:
 """
 from .anchors import PEFT_ANCHORS, answers_side_by_side, compare_with_anchors
 from .catalog import (ALLOCATOR_FRACTION, COMPONENTS, CUDA_CONTEXT_BYTES, DEFAULT_ASSUMPTIONS, FORMULA_TYPES, GB,
-                      GPUS, MODEL_CONFIGS, OPTIMIZERS, PRESETS, SCHEMES, VALIDATION_CONFIGS, get_config,
-                      model_class)
+                      GPUS, MODEL_CONFIGS, OPTIMIZERS, PRESETS, SCHEMES, VALIDATION_CONFIGS, default_attention,
+                      get_config, model_class)
 from .counting import architecture, count_model_parameters, describe_method, formula_covers
 from .estimate import bytes_per_parameter, estimate_memory
 from .formula import activation_bytes, activation_terms, korthikanti_layer_bytes
-from .measure import (MEASURABLE_SCHEMES, TOTAL_TOLERANCE, default_attention, measure_memory, measured_peak,
-                      validate_estimates, validate_on_study, validation_cases)
+from .measure import (MEASURABLE_SCHEMES, TOTAL_TOLERANCE, measure_memory, measured_peak, validate_estimates,
+                      validate_on_study, validation_cases)
 from .plan import cells_that_do_not_fit, largest_batch_that_fits, model_config, plan_study
 from .timeline import PHASES, method_from, step_timeline
 from .widgets import (breakdown_table, format_bytes, gpu_label, gpus_that_fit, memory_explorer, memory_summary,

@@ -13,6 +13,9 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqL
 from ..adapters import DEFAULT_ADAPTER_SIZE
 
 GB = 1e9  # the report counts in decimal gigabytes (3e9 parameters x 2 bytes = 6 GB); so do we
+# The scheme our trainer (studykit.training: Accelerate's mixed precision) runs for each RunConfig.precision
+# on a device with that precision; on CPU a run's "auto" and "fp16" depend on the machine.
+TRAINER_SCHEMES = {"auto": "autocast", "bf16": "autocast", "fp16": "autocast", "fp32": "fp32"}
 # What is live at the step's peak, by kind (torch's MemTracker categories; master_weights: the fp32 copy of
 # the "mixed" scheme; temporaries: short-lived tensors of backward; tensors made inside the optimizer step,
 # its temporaries too, count as optimizer_state), plus overhead.
@@ -22,6 +25,12 @@ COMPONENTS = ("weights", "gradients", "optimizer_state", "master_weights", "acti
 # Shipped configurations: the values of each model's config.json on the Hugging Face Hub, typed in
 # here so that nothing is downloaded. Only fields that matter for shapes (and a few for fidelity).
 # ---------------------------------------------------------------------------------------------------
+# google-bert/bert-base-uncased's config.json: the layout three of the models below share.
+_BERT_BASE = dict(
+    model_type="bert", vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+    intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+    max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, num_labels=2)
+
 MODEL_CONFIGS = {
     # meta-llama/Llama-3.2-3B, config.json; model card: 3.21B parameters (embeddings tied).
     "llama-3.2-3b": dict(
@@ -59,21 +68,13 @@ MODEL_CONFIGS = {
         attention_probs_dropout_prob=0.1, max_position_embeddings=514, type_vocab_size=1,
         layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2, num_labels=2),
     # google-bert/bert-base-uncased, config.json (Task 2's second encoder).
-    "bert-base-uncased": dict(
-        model_type="bert", vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, num_labels=2),
+    "bert-base-uncased": _BERT_BASE,
     # allenai/scibert_scivocab_uncased, config.json: BERT-base with its own 31,090-token vocabulary.
-    "allenai/scibert_scivocab_uncased": dict(
-        model_type="bert", vocab_size=31090, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-        intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, num_labels=2),
+    "allenai/scibert_scivocab_uncased": dict(_BERT_BASE, vocab_size=31090),
     # The reference study's two sizes, config.json of the weights the kit fetches (pinned by sha256 in
-    # studykit.fetch): sentence-transformers/all-MiniLM-L6-v2 (22 M) and all-mpnet-base-v2 (110 M).
-    "all-minilm-l6-v2": dict(
-        model_type="bert", vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-        intermediate_size=1536, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
-        max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0, num_labels=2),
+    # studykit.fetch): sentence-transformers/all-MiniLM-L6-v2 (22 M: BERT's layout, 6 layers of width 384) and
+    # all-mpnet-base-v2 (110 M).
+    "all-minilm-l6-v2": dict(_BERT_BASE, hidden_size=384, num_hidden_layers=6, intermediate_size=1536),
     "all-mpnet-base-v2": dict(
         model_type="mpnet", vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
         intermediate_size=3072, hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
@@ -224,3 +225,10 @@ def model_class(config):
     if getattr(config, "is_encoder_decoder", False):
         return AutoModelForSeq2SeqLM
     return AutoModelForCausalLM
+
+
+def default_attention(config) -> str:
+    """The attention our trainer runs for this model, transformers' default (the engine asks for none): sdpa
+    where the model has it, else eager (MPNet's own attention code)."""
+    concrete = model_class(config)._model_mapping.get(type(config), None)  # the Auto class's pick
+    return "eager" if concrete is not None and not getattr(concrete, "_supports_sdpa", True) else "sdpa"

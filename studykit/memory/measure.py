@@ -23,20 +23,17 @@ from torch.profiler import ProfilerActivity, profile
 from ..adapters import DEFAULT_ADAPTER_SIZE
 from ..methods import FullFineTuning, HoulsbyAdapters, LoRA, method_for
 from ..pipeline import label_names
-from .catalog import get_config, model_class
+from .catalog import TRAINER_SCHEMES, default_attention, get_config
 from .counting import describe_method
 from .estimate import estimate_memory
 from .timeline import SCHEME_DTYPES, build_model, make_optimizer, method_from, training_inputs
 
 __all__ = ["measure_memory", "measured_peak", "validation_cases", "validate_estimates", "validate_on_study",
-           "default_attention",
            "TOTAL_TOLERANCE", "MEASURABLE_SCHEMES"]
 
 # Schemes a plain training step runs: fp32, pure bf16, and bf16 autocast over fp32 weights (our trainer).
 # "mixed" (16-bit weights + a separate fp32 master copy) needs an optimizer wrapper we do not run.
 MEASURABLE_SCHEMES = ("fp32", "bf16", "autocast")
-# The scheme our trainer runs for a RunConfig's precision on CPU (Accelerate's bf16 autocast over fp32 weights).
-_STUDY_SCHEMES = {"bf16": "autocast", "fp32": "fp32"}
 # Every validation case: the estimated peak within this relative error of the measured one.
 TOTAL_TOLERANCE = 0.03
 
@@ -222,13 +219,6 @@ def validate_estimates(cases=None, profile="fast"):
     return pd.DataFrame(rows)
 
 
-def default_attention(config) -> str:
-    """The attention `from_pretrained` gives this config's model when none is asked for (the engine asks for
-    none): torch's fused SDPA where transformers supports it for the class, else eager (MPNet)."""
-    concrete = model_class(config)._model_mapping.get(type(config), None)
-    return "sdpa" if getattr(concrete, "_supports_sdpa", False) else "eager"
-
-
 def validate_on_study(configs, dataset=None):
     """`validate_estimates` on the models a study trains: one case per model x training method of `configs`
     (RunConfigs), with the first dataset's label count (or `dataset`'s), at the longest batch a run can meet
@@ -239,7 +229,7 @@ def validate_on_study(configs, dataset=None):
     cases, names = {}, {}
     for c in configs:
         dataset = dataset or c.dataset
-        if c.dataset != dataset or c.precision not in _STUDY_SCHEMES:
+        if c.dataset != dataset or c.precision not in ("bf16", "fp32"):  # pinned: the same scheme on any machine
             continue
         method = method_for(c)
         config = get_config(c.model_name)
@@ -248,7 +238,7 @@ def validate_on_study(configs, dataset=None):
         if key not in cases:
             names[key] = c.model_name
             cases[key] = dict(model=config, method=method, batch_size=c.per_device_batch_size or c.batch_size,
-                              seq_len=c.max_length, scheme=_STUDY_SCHEMES[c.precision], optimizer="adamw",
+                              seq_len=c.max_length, scheme=TRAINER_SCHEMES[c.precision], optimizer="adamw",
                               attn_implementation=default_attention(config), held_out=False)
     if not cases:
         raise ValueError("no run of these configs has a pinned precision (bf16 or fp32) on the dataset "

@@ -15,8 +15,8 @@ from ..data import DataError, get_dataset
 from ..methods import HoulsbyAdapters, LoRA, method_for
 from ..modeling import ModelUnavailable, resolve_model
 from ..runs import dataset_label
-from .catalog import (ALLOCATOR_FRACTION, CUDA_CONTEXT_BYTES, GB, GPUS, MODEL_CONFIGS, VALIDATION_CONFIGS, get_config,
-                      model_class)
+from .catalog import (ALLOCATOR_FRACTION, CUDA_CONTEXT_BYTES, GB, GPUS, MODEL_CONFIGS, TRAINER_SCHEMES,
+                      VALIDATION_CONFIGS, default_attention, get_config)
 from .counting import describe_method
 from .estimate import estimate_memory
 from .timeline import build_model, make_optimizer, training_inputs
@@ -24,8 +24,6 @@ from .widgets import gpu_label
 
 __all__ = ["plan_study", "cells_that_do_not_fit", "largest_batch_that_fits", "method_of", "model_config"]
 
-# What our trainer runs (studykit.training: Accelerate's mixed precision) for each RunConfig.precision, on a GPU.
-TRAINER_SCHEMES = {"auto": "autocast", "bf16": "autocast", "fp16": "autocast", "fp32": "fp32"}
 # Our trainer's optimizer (studykit.training): AdamW with the fused kernel.
 TRAINER_OPTIMIZER = "adamw_fused"
 
@@ -105,18 +103,11 @@ def largest_batch_that_fits(capacity_bytes, peak_of, batch_size, overhead=True):
     return None
 
 
-def _attention_of(model_config) -> str:
-    """The attention our trainer runs for this model, transformers' default: sdpa where the model has it, else
-    eager (MPNet's own attention code)."""
-    concrete = model_class(model_config)._model_mapping.get(type(model_config), None)  # the Auto class's pick
-    return "eager" if concrete is not None and not getattr(concrete, "_supports_sdpa", True) else "sdpa"
-
-
 def _seconds_per_step(model_config, method, batch, seq_len, steps):
     """Mean wall time of a training micro-step on this machine (after one warm-up step)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype_amp = torch.bfloat16 if device == "cuda" else None
-    net = method.apply(build_model(model_config, torch.float32, _attention_of(model_config))).to(device)
+    net = method.apply(build_model(model_config, torch.float32, default_attention(model_config))).to(device)
     opt = make_optimizer("adamw", [p for p in net.parameters() if p.requires_grad])
     inputs = {k: v.to(device) for k, v in training_inputs(model_config, batch, seq_len).items()}
     times = []
@@ -171,7 +162,7 @@ def plan_study(configs, gpus=None, device="cuda", scheme=None, measure_time=Fals
         if cfg.dropout is not None:
             fields.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
         config = config.__class__.from_dict(fields)
-        attention = _attention_of(config)
+        attention = default_attention(config)
         common = dict(scheme=run_scheme, optimizer=TRAINER_OPTIMIZER, seq_len=seq, device=device,
                       attn_implementation=attention, method=method,
                       grad_clip=bool(getattr(cfg, "max_grad_norm", None)))
