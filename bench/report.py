@@ -210,18 +210,22 @@ def print_whole_runs(out: dict) -> None:
 
 def print_grid(out: dict) -> None:
     s = out["settings"]
-    print(f"\n{out['what']}: {out['runs']} run(s) of the {s['profile']} profile ({', '.join(out['datasets'])}; "
-          f"seeds {out['seeds']}), precision {s['precision']}, train + evaluations, in one fresh process; "
-          f"{s['machine']}")
+    print(f"\n{out['what']}: {out['runs']} run(s) of the {s['profile']} profile's settings ({', '.join(out['datasets'])}; "
+          f"seeds {out['seeds']}), ours' precision {s['precision']} and {s['dropout_kernel']} dropout, train + "
+          f"evaluations, in one fresh process; {s['machine']}; {s['cpu_kind']}")
     if s["data"] == "fixtures":
         print("NOTE: the fast profile on the test fixtures: this tests the benchmark, not the engine.")
     _line(f"wall time ({fmt(out['wall_s'], 'min')}; process, start-up and data prep included)", fmt(out["wall_s"], "s"),
-          "<= 30 min" if out["what"] == "reference grid" and s["profile"] == "reference" else "",
+          "<= 30 min" if "target_met" in out else "",
           out.get("target_met"))
     for r in out["per_run"]:
         method = "full" if r["adapter_size"] is None else f"adapter{r['adapter_size']}"
         print(f"    {r['task']} {method:10s} {r['dataset']:15s} seed {r['seed']}  train {fmt(r['train_time_s'], 's'):>10s}  in-run wall "
-              f"{fmt(r['wall_time_s'], 's'):>10s}  macro-F1 {fmt(r['f1_macro'], 'frac')}  ({r['precision']})")
+              f"{fmt(r['wall_time_s'], 's'):>10s}  macro-F1 {fmt(r['f1_macro'], 'frac')}  ({r['precision']}, "
+              f"{r['dropout_kernel']} dropout)")
+    runs = out["per_run"]
+    print(f"  sum of the runs' training times {fmt(sum(r['train_time_s'] for r in runs), 'min')}, of their in-run wall "
+          f"times {fmt(sum(r['wall_time_s'] for r in runs), 'min')} (the grid's workers run side by side)")
 
 
 # ----------------------------------------------------------------------------- the results file

@@ -36,7 +36,12 @@ def describe_machine() -> str:
         p = torch.cuda.get_device_properties(0)
         return f"GPU: {torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB"
     features = _cpu_bf16_features()
-    kind = f"native bf16 ({' and '.join(features)})" if features else "no native bf16"
+    kind = "native bf16" if features else "no native bf16"
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced:  # a figure taken on a forced kind must not pass for one of a real CPU of that kind
+        kind += f" (forced by ${CPU_BF16_ENV}={forced})"
+    elif features:
+        kind += f" ({' and '.join(features)})"
     return f"CPU only: {cpu_name()}, {os.cpu_count()} cores, {kind}"
 
 

@@ -16,6 +16,7 @@ def cpu_bf16(monkeypatch):
     def pretend(has: bool):
         monkeypatch.setattr(hardware, "_cpu_bf16_features", lambda: ("AVX-512 BF16",) if has else ())
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        monkeypatch.delenv(hardware.CPU_BF16_ENV, raising=False)  # a real CPU of that kind, not a forced one
     return pretend
 
 
@@ -94,6 +95,14 @@ def test_the_setup_line_says_which_kind_of_cpu_rendered_it(cpu_bf16, has_bf16, k
     cpu_bf16(has_bf16)
     assert hardware.describe_machine().endswith(kind)
     assert f"hardware: {hardware.describe_machine()}" in utils.describe_setup("fast", utils.study_configs("task2", "fast"))
+
+
+def test_a_forced_cpu_kind_says_so_where_figures_are_labelled(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(hardware.CPU_BF16_ENV, "0")
+    assert hardware.describe_machine().endswith("no native bf16 (forced by $STUDYKIT_CPU_BF16=0)")
+    monkeypatch.setenv(hardware.CPU_BF16_ENV, "1")
+    assert hardware.describe_machine().endswith(", native bf16 (forced by $STUDYKIT_CPU_BF16=1)")
 
 
 @pytest.mark.parametrize("precision, matmul_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
