@@ -202,7 +202,7 @@ from studykit.grid import run_grid
 a = json.loads(sys.argv[1])
 configs = [c for task in a["tasks"]
            for c in study_configs(task, a["profile"], models=a["models"], datasets=a["datasets"], seeds=a["seeds"],
-                                  results_dir=a["results_dir"], precision=a["precision"],
+                                  data_dir=a["data_dir"], results_dir=a["results_dir"], precision=a["precision"],
                                   dropout_kernel=a["dropout_kernel"])]
 run_grid(configs, stop_on_error=True)
 """
@@ -224,6 +224,7 @@ def run_grid_timed(s: dict, work: Path, cell: bool) -> dict:
     spec = {"tasks": ["task2"] if cell else ["task2", "task3"], "profile": profile,
             "models": ["tiny-bert"] if cell and quick else None,  # the real-data profiles have one model
             "datasets": ["restaurant_sup"] if cell or quick else None, "seeds": [1] if cell or quick else None,
+            "data_dir": None if quick else s["data_dir"],  # the fast profile's own fixtures
             "results_dir": str(work / "results"), "precision": s["precision"], "dropout_kernel": s["dropout_kernel"]}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PROGRESS": "text"}
     log = work / "grid.log"
