@@ -35,9 +35,8 @@ def describe_machine() -> str:
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         return f"GPU: {torch.cuda.device_count()} x {p.name}, {p.total_memory / 2**30:.0f} GiB"
-    features = _cpu_bf16_features()
+    features, forced = _cpu_bf16_features(), _forced_cpu_bf16()
     kind = "native bf16" if features else "no native bf16"
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
     if forced:  # a figure taken on a forced kind must not pass for one of a real CPU of that kind
         kind += f" (forced by ${CPU_BF16_ENV}={forced})"
     elif features:
@@ -72,13 +71,20 @@ def cpu_supports_bf16() -> bool:
     return bool(_cpu_bf16_features())
 
 
-def _cpu_bf16_features() -> tuple[str, ...]:
+def _forced_cpu_bf16() -> str:
+    """The CPU kind $STUDYKIT_CPU_BF16 forces: "1" (native bf16), "0" (none) or "" (unset: detect). The other
+    branch on purpose, for tests and benchmarks of the other kind of CPU."""
     forced = os.environ.get(CPU_BF16_ENV, "").strip()
-    if forced in ("0", "1"):  # the other branch on purpose: tests and benchmarks of the other kind of CPU
-        return ("native bf16 (forced by $STUDYKIT_CPU_BF16=1)",) if forced == "1" else ()
-    if forced:
+    if forced not in ("", "0", "1"):
         raise ValueError(f"{CPU_BF16_ENV}={forced!r}: use 1 (treat this CPU as having native bf16), 0 (as not having "
                          f"it) or leave it unset (detect)")
+    return forced
+
+
+def _cpu_bf16_features() -> tuple[str, ...]:
+    forced = _forced_cpu_bf16()
+    if forced:
+        return ("native bf16 (forced by $STUDYKIT_CPU_BF16=1)",) if forced == "1" else ()
     if not torch.backends.mkldnn.is_available():
         return ()
     names = {"_is_avx512_bf16_supported": "AVX-512 BF16", "_is_amx_tile_supported": "AMX"}
