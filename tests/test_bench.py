@@ -93,7 +93,10 @@ def test_quick_throughput_reports_four_sides_and_two_mfus(tmp_path):
     peak = out["matmul_peak_flops"][precision]
     assert out["mfu_real"] == pytest.approx(
         report.geo_mean([row["ours"]["achieved_flops"] / peak for row in out["datasets"].values()]))
-    assert out["mfu_seq128"] == pytest.approx(out["seq128_achieved_flops"] / peak)
+    if out["seq128_achieved_flops"] is None:  # a tiny model's steps below the timing noise (a loaded machine):
+        assert "below the timing noise" in stdout and out["mfu_seq128"] is None  # said, not reported as a figure
+    else:
+        assert out["mfu_seq128"] == pytest.approx(out["seq128_achieved_flops"] / peak)
     assert out["seq128_full_length_fraction"] == 1.0  # the fixed-length runs really are all max_length
     row = out["datasets"]["restaurant_sup"]
     assert [row[s]["precision"] for s in sides.SIDES] == [precision, "fp32", "fp32", "bf16"]
