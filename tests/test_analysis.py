@@ -312,6 +312,13 @@ def test_time_per_epoch_with_and_without_evaluation():
         "d, m: 100 s per epoch of training, 150 s with the test evaluations (+50%); 20 training examples/s."]
 
 
+def test_time_per_epoch_is_the_median_so_one_slowed_run_does_not_move_it():
+    # three seeds, the third slowed 5x by other load on the machine: the median stays at the other two's time
+    results = pd.DataFrame([{"dataset": "d", "label": "m", "train_time_s": t, "epochs_run": 2, "time_per_epoch_s": t / 2,
+                             "train_samples_per_s": 20.0} for t in (200.0, 220.0, 1000.0)])
+    assert utils.time_per_epoch(results).loc[("d", "m"), "s/epoch, training only"] == 110.0
+
+
 def test_selection_table_reports_the_budget_used_and_the_epoch_chosen():
     rows = [{"dataset": "acl_sup", "label": "adapter", "seed": s, "epochs": 8, "epochs_trained": t,
              "selected_epoch": e, "stopped_early": t < 8, "dev_f1_macro": 0.5, "train_time_s": 600.0}
