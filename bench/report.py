@@ -212,7 +212,7 @@ def print_grid(out: dict) -> None:
     s = out["settings"]
     print(f"\n{out['what']}: {out['runs']} run(s) of the {s['profile']} profile's settings ({', '.join(out['datasets'])}; "
           f"seeds {out['seeds']}), ours' precision {s['precision']} and {s['dropout_kernel']} dropout, train + "
-          f"evaluations, in one fresh process; {s['machine']}; {s['cpu_kind']}")
+          f"evaluations, in one fresh process; {s['cpu_kind']}; torch {s['torch']}")
     if s["data"] == "fixtures":
         print("NOTE: the fast profile on the test fixtures: this tests the benchmark, not the engine.")
     _line(f"wall time ({fmt(out['wall_s'], 'min')}; process, start-up and data prep included)", fmt(out["wall_s"], "s"),

@@ -65,6 +65,7 @@ def settings_from_args(args) -> dict:
         "probe_seconds": args.probe_seconds or (0.2 if quick else 2.0),
         "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "cpu_kind": describe_machine(),  # with native bf16 or not, and whether that was forced
+        "torch": torch.__version__,
     }
 
 
@@ -247,7 +248,7 @@ def run_grid_timed(s: dict, work: Path, cell: bool) -> dict:
                         **{k: summary.get(k) for k in ("dropout_kernel", "train_time_s", "wall_time_s", "f1_macro",
                                                        "accuracy")}})
     # the profile sets everything else
-    settings = {k: s[k] for k in ("precision", "dropout_kernel", "data", "machine", "cpu_kind")}
+    settings = {k: s[k] for k in ("precision", "dropout_kernel", "data", "cpu_kind", "torch")}
     out = {"what": "reference cell" if cell else "reference grid", "settings": {**settings, "profile": profile},
            "wall_s": wall, "runs": len(per_run), "per_run": per_run,
            "datasets": sorted({r["dataset"] for r in per_run}), "seeds": sorted({r["seed"] for r in per_run})}

@@ -147,6 +147,9 @@ def test_quick_reference_grid_runs_both_tasks(tmp_path):
     assert {r["task"] for r in out["per_run"]} == {"task2", "task3"}  # full fine-tuning and adapters
     assert any(r["adapter_size"] for r in out["per_run"]) and out["runs"] == len(out["per_run"]) >= 2
     assert out["wall_s"] > sum(r["wall_time_s"] for r in out["per_run"])
+    from studykit.hardware import cpu_name, describe_machine
+    header = next(line for line in stdout.splitlines() if line.startswith("reference grid:"))
+    assert describe_machine() in header and header.count(cpu_name()) == 1  # the machine named once, with its kind
 
 
 @pytest.mark.timeout(600)
