@@ -56,6 +56,11 @@ def _only(runs: dict, dataset: str, models: list[str]) -> dict:
     return {dataset: [dict(v, models=models) for v in runs[dataset]]}
 
 
+def _plus(*runs: dict) -> dict:
+    """The variants of every `runs`, per dataset, in order (cells of one study from several parts)."""
+    return {d: [v for r in runs for v in r.get(d, [])] for d in dict.fromkeys(d for r in runs for d in r)}
+
+
 def _with(runs: dict, *changes: dict) -> dict:
     """Every dataset's variant once per entry of `changes` (each a dict of RunConfig settings)."""
     return {d: [dict(v, **c) for v in variants for c in changes] for d, variants in runs.items()}
@@ -99,6 +104,7 @@ ADAPTER_SETTINGS = dict(adapter_size=DEFAULT_ADAPTER_SIZE, learning_rate=1e-3)
 STUDY_CUT = ("agnews_sup",)
 LORA_SETTINGS = dict(method="lora", lora_rank=8, lora_alpha=16, learning_rate=2e-3)
 LORA_DEV_CHECK = dict(LORA_SETTINGS, learning_rate=5e-4, seeds=[1])
+_PEFT_METHODS = _with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS)  # our adapters and LoRA, each at its chosen rate
 # The settings of the first reference grid (no dev split, three test evaluations per epoch, the full-FT
 # epochs for adapters too): kept to compare precisions on equal terms, fp32 runs against bf16 ones.
 _PARITY = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_per_epoch=3, **_COMMITTED_RUNS),
@@ -106,7 +112,7 @@ _PARITY = _each(dict(batch_size=32, learning_rate=5e-5, max_length=128, evals_pe
 _REPORT = dict(epochs=4, batch_size=64, learning_rate=1e-5)  # the seed report's settings
 
 # Each profile: models, seeds, data and, per dataset, the list of run settings (RunConfig keywords; a "seeds"
-# entry there replaces the profile's seeds for that variant).
+# entry there replaces the profile's seeds for that variant: a stated cut, which seeds asked for never widen).
 PROFILES = {
     "task2": {
         "fast": dict(models=["tiny-bert", "tiny-roberta"], seeds=[1, 2], data_dir="fixtures", runs=_FAST),
@@ -131,14 +137,17 @@ PROFILES = {
         "fast": dict(models=["tiny-roberta"], seeds=[1, 2], data_dir="fixtures",
                      runs=_with(_FAST, dict(adapter_size=16), dict(adapter_size=16, learning_rate=1e-2))),
         "reference": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3, 4, 5], data_dir=None,
-                          runs=_lora_seeds(_with_lora_dev_check(_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS),
-                                                                          STUDY_CUT)), "acl_sup", [1, 2, 3, 4])),
+                          runs=_lora_seeds(_with_lora_dev_check(_without(_PEFT_METHODS, STUDY_CUT)), "acl_sup", [1, 2, 3, 4])),
         "parity": dict(models=["all-minilm-l6-v2"], seeds=[1, 2, 3], data_dir=None,
                        runs=_with(_PARITY, dict(adapter_size=DEFAULT_ADAPTER_SIZE, learning_rate=1e-3))),
+        # MiniLM's LoRA on acl gets its fifth seed here (the reference cut it to four), so that every cell of
+        # the two-size study has five.
         "sizes": dict(models=["all-mpnet-base-v2"], seeds=[1, 2, 3, 4, 5], data_dir=None,
-                      runs={**_without(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS), STUDY_CUT),
-                            **_only(_with(_PEFT, ADAPTER_SETTINGS, LORA_SETTINGS), "agnews_sup",
-                                    ["all-minilm-l6-v2"])}),
+                      runs=_plus(_only(_PEFT_METHODS, "restaurant_sup", ["all-mpnet-base-v2"]),
+                                 _only(_PEFT_METHODS, "acl_sup", ["all-mpnet-base-v2"]),
+                                 _only(_PEFT_METHODS, "agnews_sup", ["all-minilm-l6-v2"]),
+                                 {"acl_sup": [dict(v, models=["all-minilm-l6-v2"], seeds=[5])
+                                              for v in _PEFT_METHODS["acl_sup"] if v.get("method") == "lora"]})),
         # Houlsby et al. 2019 swept 3e-5..3e-3; Pfeiffer et al. 2021 use 1e-4: 5e-4 is the middle of that
         "full": dict(models=["roberta-base"], seeds=[1, 2, 3, 4, 5], data_dir=None,
                      runs=_with(_each(_REPORT, agnews_sup=dict(epochs=6, learning_rate=5e-5)),
@@ -217,7 +226,8 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
                 own_seeds = variant.pop("seeds", None)  # a variant may run fewer seeds (a stated budget cut)
                 if model not in variant.pop("models", [model]):  # a variant may name its models
                     continue
-                for seed in seeds or own_seeds or spec["seeds"]:
+                # seeds asked for replace the profile's, but a variant's own seeds (a stated cut) are never widened
+                for seed in [s for s in seeds or own_seeds or spec["seeds"] if own_seeds is None or s in own_seeds]:
                     configs.append(RunConfig(
                         model_name=model, dataset=dataset, seed=seed, task=task,
                         data_dir=data_dir, results_dir=results_dir or f"results/{profile}",

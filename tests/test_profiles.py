@@ -56,7 +56,11 @@ def test_a_variant_can_run_its_own_seeds(monkeypatch):
     monkeypatch.setitem(profiles.PROFILES["task2"], "fast", spec)
     configs = utils.study_configs("task2", "fast", models=["tiny-bert"])
     assert sorted((c.dataset, c.seed) for c in configs) == [("acl_sup", 3), ("restaurant_sup", 1), ("restaurant_sup", 2)]
-    assert len(utils.study_configs("task2", "fast", models=["tiny-bert"], seeds=[7])) == 2  # an override wins
+    # seeds asked for narrow the study and never widen a variant's stated cut
+    assert [(c.dataset, c.seed) for c in utils.study_configs("task2", "fast", models=["tiny-bert"], seeds=[7])] == [
+        ("restaurant_sup", 7)]
+    assert sorted((c.dataset, c.seed) for c in utils.study_configs("task2", "fast", models=["tiny-bert"], seeds=[2, 3])) \
+        == [("acl_sup", 3), ("restaurant_sup", 2), ("restaurant_sup", 3)]
 
 
 def test_a_variant_can_name_its_models(monkeypatch):
@@ -76,3 +80,10 @@ def test_the_sizes_profile_adds_mpnet_cells_and_minilm_on_ag_news():
         assert {("all-mpnet-base-v2", d, method) for d in ("restaurant_sup", "acl_sup")} <= cells
         assert ("all-minilm-l6-v2", "agnews_sup", method) in cells
     assert ("all-mpnet-base-v2", "agnews_sup", "full") not in cells  # AG News at base size: not in the budget
+    # MiniLM's LoRA on acl gets the fifth seed the reference cut, in the reference's own config, and nothing else
+    minilm_acl = [c for c in utils.study_configs("task3", "sizes") if (c.model_name, c.dataset) == ("all-minilm-l6-v2", "acl_sup")]
+    assert [(c.method_name, c.seed) for c in minilm_acl] == [("lora", 5)]
+    reference_lora = next(c for c in utils.study_configs("task3", "reference", datasets=["acl_sup"]) if c.method_name == "lora")
+    assert minilm_acl[0].config_hash() == reference_lora.config_hash()
+    assert not [c for c in utils.study_configs("task3", "sizes", seeds=[1, 2, 3]) if c.model_name == "all-minilm-l6-v2"
+                and c.dataset == "acl_sup"]  # seeds 1-3 of the grid: the cut is not widened
