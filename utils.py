@@ -32,7 +32,7 @@ from studykit.memory import (MODEL_CONFIGS, SCHEMES, TOTAL_TOLERANCE, activation
 from studykit.methods import FullFineTuning, HoulsbyAdapters, LoRA
 from studykit.modeling import ModelUnavailable, load_model_and_tokenizer, pooler_statistics, resolve_model
 from studykit.plots import method_colours, plot_confusions, plot_curves
-from studykit.profiles import PROFILES, describe_setup, from_env, study_configs
+from studykit.profiles import PROFILES, describe_setup, from_env, models_run_on, study_configs
 from studykit.results import (DuplicateSeedWarning, compared_configs, describe_runs, duplicate_seeds, load_metrics,
                               load_results, load_study, missing_cells, select_runs)
 from studykit.statistics import (compare_methods, compare_models, compare_models_per_class, compare_sizes,
@@ -45,7 +45,7 @@ __all__ = [
     "DataError", "get_dataset", "audit_dataset", "describe_overlaps",
     "ModelUnavailable", "resolve_model", "load_model_and_tokenizer", "pooler_statistics",
     # settings and profiles
-    "RunConfig", "NotRunnableHere", "PROFILES", "study_configs", "from_env", "describe_setup",
+    "RunConfig", "NotRunnableHere", "PROFILES", "study_configs", "models_run_on", "from_env", "describe_setup",
     "cpu_supports_bf16", "resolve_precision",
     # training and grids
     "train_run", "TrainingDiverged", "estimate_training_seconds", "run_grid", "launch_grid", "check_settings",

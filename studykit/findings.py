@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .hardware import hardware_label
-from .profiles import PROFILES, study_configs
+from .profiles import PROFILES, models_run_on, study_configs
 from .results import metric_name, missing_cells, one_config_per_group
 from .statistics import (compare_models, compare_sizes, decide, format_interval, independent_comparison, paired_comparison,
                          verdict, what_seeds_decide)
@@ -127,13 +127,19 @@ def what_did_not_run(results: pd.DataFrame, task: str, profile: str, missing_con
     if profile != "full":
         missing.append(f"the full profile ({', '.join(full['models'])}; seeds {full['seeds'][0]}–{full['seeds'][-1]}; "
                        f"the report's settings; GPUs): not run in this copy — run it with PROFILE=full")
-    cut = [d for d in full["runs"] if d not in PROFILES[task][profile]["runs"]]
-    for dataset in cut:  # another profile's runs of a cut dataset may be read beside the grid (never trained here)
-        models = sorted(set(results.loc[results["dataset"] == dataset, "model_name"])) if not results.empty else []
-        where, read = (("own grid", f"; read here from another profile's runs: {', '.join(models)}") if models
+    for dataset in full["runs"]:  # a dataset cut for all of the profile's models, or for some (e.g. one size)
+        planned = models_run_on(task, profile, dataset)
+        cut = [m for m in PROFILES[task][profile]["models"] if m not in planned]
+        if not cut:
+            continue
+        # another profile's runs of a cut cell may be read beside the grid (never trained here)
+        ran = set(results.loc[results["dataset"] == dataset, "model_name"]) if not results.empty else set()
+        read = sorted(ran - set(planned))
+        where, read = (("own grid", f"; read here from another profile's runs: {', '.join(read)}") if read
                        else ("study", ""))
-        missing.append(f"{dataset}: left out of the {profile} profile's {where} (a stated budget cut; the reason is "
-                       f"in studykit/profiles.py){read}")
+        whom = f" for {', '.join(cut)}" if planned else ""
+        missing.append(f"{dataset}: left out of the {profile} profile's {where}{whom} (a stated budget cut; the "
+                       f"reason is in studykit/profiles.py){read}")
     if task == "task3" and (results.empty or "lora" not in set(results["training_method"])):
         missing.append("LoRA (implemented: method='lora' through the same engine): no LoRA runs in these results")
     per_cell = results.groupby(["dataset", "label"])["seed"].nunique() if not results.empty else pd.Series(dtype=int)

@@ -22,7 +22,7 @@ from .config import RunConfig
 from .data import resolve_data_dir
 from .hardware import describe_machine, emulates_bf16
 
-__all__ = ["PROFILES", "FIXTURE_DATA_DIR", "from_env", "study_configs", "describe_setup"]
+__all__ = ["PROFILES", "FIXTURE_DATA_DIR", "from_env", "study_configs", "models_run_on", "describe_setup"]
 
 # The fast profile's data: the small fixture datasets of this repository, as a path relative to where the
 # notebooks and train.py run (the repository root). Callers elsewhere set FIXTURE_DATA_DIR or pass data_dir.
@@ -41,8 +41,9 @@ def _without(runs: dict, datasets) -> dict:
 
 
 def _with_lora_dev_check(runs: dict) -> dict:
-    """`runs` plus the LoRA learning-rate check on restaurant's dev split (seed 1 at the rate not chosen)."""
-    check = dict(_PEFT["restaurant_sup"][0], **LORA_DEV_CHECK)
+    """`runs` plus the LoRA learning-rate check on restaurant's dev split (seed 1 at the rate not chosen), made
+    with MiniLM: the rate chosen there is used at every size."""
+    check = dict(_PEFT["restaurant_sup"][0], **LORA_DEV_CHECK, models=["all-minilm-l6-v2"])
     return {**runs, "restaurant_sup": runs["restaurant_sup"] + [check]}
 
 
@@ -233,6 +234,12 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
                         data_dir=data_dir, results_dir=results_dir or f"results/{profile}",
                         **variant))
     return configs
+
+
+def models_run_on(task: str, profile: str, dataset: str) -> list[str]:
+    """The models a profile trains on `dataset` (a variant may name its models; none when the dataset is cut)."""
+    spec = PROFILES[task][profile]
+    return list(dict.fromkeys(m for v in spec["runs"].get(dataset, []) for m in v.get("models", spec["models"])))
 
 
 def describe_setup(profile: str, configs: list[RunConfig]) -> str:

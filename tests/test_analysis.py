@@ -275,6 +275,21 @@ def test_what_ran_and_what_did_not():
     assert box.startswith("### S") and "- f" in box
 
 
+def test_a_dataset_cut_for_one_model_of_the_profile_is_named_with_that_model(monkeypatch):
+    from studykit import profiles
+    spec = dict(profiles.PROFILES["task2"]["fast"], models=["small", "base"])
+    spec["runs"] = {"restaurant_sup": [dict(epochs=1)], "acl_sup": [dict(epochs=1)],
+                    "agnews_sup": [dict(epochs=1, models=["small"])]}   # AG News at the small size only
+    monkeypatch.setitem(profiles.PROFILES["task2"], "fast", spec)
+    assert utils.models_run_on("task2", "fast", "agnews_sup") == ["small"]
+    results = pd.DataFrame([{"model_name": m, "training_method": "full", "dataset": d, "label": m, "seed": 1,
+                             "hardware": "cpu", "precision": "no"} for m in ("small", "base")
+                            for d in ("restaurant_sup", "acl_sup")])
+    cut = [m for m in utils.what_did_not_run(results, "task2", "fast") if "left out" in m]
+    assert cut == ["agnews_sup: left out of the fast profile's study for base (a stated budget cut; the reason is in "
+                   "studykit/profiles.py)"]
+
+
 def test_tables_and_curves_of_one_config_from_run_folders(fixture_data, tmp_path):
     # Two settings of one model and dataset (same label: model, method, lr), as after EPOCHS=1 then EPOCHS=3:
     # selecting by config keeps them apart, and the curves follow the selected runs' folders.
