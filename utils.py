@@ -12,8 +12,8 @@ from studykit.analysis import (class_balance, confusion_matrices, curve_facts, m
                                overlap_effect, per_class_scores, per_class_table, selection_table, test_labels)
 from studykit.claims import REPORT_CLAIMS, check_claims
 from studykit.config import NotRunnableHere, RunConfig
-from studykit.costs import (adapter_share, describe_model_costs, describe_time_per_epoch, method_costs, time_per_epoch,
-                            training_memory)
+from studykit.costs import (adapter_share, describe_adapter_shares, describe_model_costs, describe_time_per_epoch,
+                            method_costs, time_per_epoch, training_memory)
 from studykit.data import DataError, audit_dataset, describe_overlaps, get_dataset
 from studykit.findings import (describe_class_differences, describe_collapse, describe_comparisons,
                                describe_curve_facts, describe_learning_rates, describe_model_comparisons,
@@ -30,7 +30,7 @@ from studykit.memory import (MODEL_CONFIGS, SCHEMES, TOTAL_TOLERANCE, activation
                              plot_report_walk, report_walk, step_timeline, validate_estimates,
                              validate_on_study)
 from studykit.methods import FullFineTuning, HoulsbyAdapters, LoRA
-from studykit.modeling import ModelUnavailable, load_model_and_tokenizer, pooler_statistics, resolve_model
+from studykit.modeling import ModelUnavailable, describe_heads, load_model_and_tokenizer, pooler_statistics, resolve_model
 from studykit.plots import method_colours, plot_confusions, plot_curves
 from studykit.profiles import PROFILES, describe_setup, from_env, models_run_on, study_configs
 from studykit.results import (DuplicateSeedWarning, compared_configs, describe_runs, duplicate_seeds, load_metrics,
@@ -43,7 +43,7 @@ from studykit.training import TrainingDiverged, estimate_training_seconds, train
 __all__ = [
     # data and models
     "DataError", "get_dataset", "audit_dataset", "describe_overlaps",
-    "ModelUnavailable", "resolve_model", "load_model_and_tokenizer", "pooler_statistics",
+    "ModelUnavailable", "resolve_model", "load_model_and_tokenizer", "pooler_statistics", "describe_heads",
     # settings and profiles
     "RunConfig", "NotRunnableHere", "PROFILES", "study_configs", "models_run_on", "from_env", "describe_setup",
     "cpu_supports_bf16", "resolve_precision",
@@ -62,7 +62,7 @@ __all__ = [
     # results: analysis of predictions and curves, costs
     "selection_table", "per_class_scores", "per_class_table", "test_labels", "never_predicted", "confusion_matrices",
     "class_balance", "majority_level", "curve_facts", "overlap_effect", "training_memory", "time_per_epoch",
-    "method_costs", "describe_model_costs", "adapter_share",
+    "method_costs", "describe_model_costs", "adapter_share", "describe_adapter_shares",
     # results: findings in sentences, the report's claims, plots
     "what_ran", "what_did_not_run", "summary_box", "task2_findings", "task3_findings", "describe_ranking",
     "describe_comparisons", "describe_model_comparisons", "describe_class_differences", "describe_sizes",

@@ -18,7 +18,7 @@ from .memory import default_attention, measure_memory, model_config
 from .methods import method_named
 
 __all__ = ["training_memory", "time_per_epoch", "describe_time_per_epoch", "method_costs", "describe_model_costs",
-           "adapter_share"]
+           "adapter_share", "describe_adapter_shares"]
 
 
 def training_memory(results: pd.DataFrame, seq_len_by_dataset: dict) -> pd.DataFrame:
@@ -130,3 +130,21 @@ def adapter_share(model_config, adapter_size: int, num_labels: int) -> dict:
             "head params": parts.get("head", 0), "trainable params": counts["trainable"],
             "total params": counts["total"], "embedding share of total %": 100 * parts.get("embeddings", 0) / counts["total"],
             "trainable %": counts["percent_trainable"]}
+
+
+def describe_adapter_shares(share: pd.DataFrame) -> list[str]:
+    """Sentences from a table of `adapter_share` rows (index: model names, the full profile's first): each
+    model's trained share beside the first's, and why the shares differ (width, embedding table, head)."""
+    first, rest = share.index[0], list(share.index[1:])
+    row = share.loc[first]
+    lines = [f"With m = {row['bottleneck m']:.0f}, {first} trains {row['trainable %']:.2f} % of its weights (L = "
+             f"{row['layers L']:.0f}, d = {row['width d']:.0f}, embeddings {row['embedding share of total %']:.0f} % of "
+             f"the weights, head {row['head params']:,.0f} parameters)."]
+    for name in rest:
+        r = share.loc[name]
+        lines.append(f"{name} trains {r['trainable %']:.2f} % (L = {r['layers L']:.0f}, d = {r['width d']:.0f}, "
+                     f"embeddings {r['embedding share of total %']:.0f} %, head {r['head params']:,.0f} parameters).")
+    lines.append("Adapters grow with L·m·d and a layer with L·d², so a narrower model gets a larger share from the same m; "
+                 "a larger embedding table pulls the share back, and a head with its own d×d dense layer (RoBERTa's, "
+                 "MPNet's) trains too, while BERT's head is one linear layer on the frozen pooler.")
+    return lines

@@ -28,7 +28,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 __all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "PACKAGED_MODELS", "PackagedModel", "packaged_model_dir",
            "MODELS_DIR_ENV", "resolve_model", "load_model_and_tokenizer", "build_tiny_model",
-           "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics", "check_model_available",
+           "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics", "describe_heads", "check_model_available",
            "ModelUnavailable"]
 
 transformers.logging.set_verbosity_error()  # "newly initialized classifier" warnings are expected here
@@ -311,3 +311,26 @@ def pooler_statistics(name: str, cache_dir) -> dict | None:
     weight, bias = pooler.dense.weight.detach(), pooler.dense.bias.detach()
     return {"weight_std": float(weight.std()), "bias_abs_max": float(bias.abs().max()),
             "initializer_range": getattr(model.config, "initializer_range", None)}
+
+
+def describe_heads(names, cache_dir) -> list[str]:
+    """Per model, what its classification head reads, in words (`pooler_statistics`): a stored pooler, which adapter
+    and LoRA runs keep frozen, or a head with its own dense layer, which trains in every method. When the models
+    differ in this, a last line says that a comparison of methods across these models compares heads too."""
+    lines, frozen = [], {}
+    for name in names:
+        pooler = pooler_statistics(name, cache_dir)
+        frozen[name] = pooler is not None
+        if pooler is None:
+            lines.append(f"{name}: no pooler; the classification head's own dense layer trains in every method.")
+        else:
+            lines.append(f"{name} pooler: weight std {pooler['weight_std']:.4f} (initializer range "
+                         f"{pooler['initializer_range']}), largest |bias| {pooler['bias_abs_max']:.4f}; frozen in adapter "
+                         "and LoRA runs, trained in full fine-tuning. Whether training it closes the adapters' gap is "
+                         "not tested here.")
+    if len(set(frozen.values())) > 1:
+        lines.append(f"So the models differ in the head as well as in size: in adapter and LoRA runs "
+                     f"{', '.join(n for n, f in frozen.items() if f)} read a frozen pooler and "
+                     f"{', '.join(n for n, f in frozen.items() if not f)} a trained dense layer; a change of the "
+                     "methods' gap to full fine-tuning between them cannot be put on size alone.")
+    return lines

@@ -138,6 +138,20 @@ def test_base_size_adapter_count_matches_the_one_formula(config, layers, hidden)
     assert counts["by_component"]["encoder"]["trainable"] == 0
 
 
+def test_adapter_share_counts_the_architecture_and_says_why_shares_differ():
+    from studykit.costs import adapter_share, describe_adapter_shares
+    import pandas as pd
+    small = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    rows = {"roberta-base": adapter_share(RobertaConfig(), 64, 3), "small-bert": adapter_share(small, 64, 3)}
+    base, bert = rows["roberta-base"], rows["small-bert"]
+    assert base["adapter params"] == adapter_parameter_count(12, 768, 64) and bert["adapter params"] == adapter_parameter_count(6, 384, 64)
+    assert base["head params"] == 768 * 768 + 768 + 768 * 3 + 3 and bert["head params"] == 384 * 3 + 3  # BERT: pooler frozen
+    assert base["trainable %"] == pytest.approx(100 * base["trainable params"] / base["total params"])
+    lines = describe_adapter_shares(pd.DataFrame(rows.values(), index=rows.keys()))
+    assert lines[0].startswith(f"With m = 64, roberta-base trains {base['trainable %']:.2f} %")
+    assert lines[1].startswith(f"small-bert trains {bert['trainable %']:.2f} % (L = 6, d = 384") and len(lines) == 3
+
+
 @pytest.mark.parametrize("train_layer_norm", [True, False])
 def test_only_adapters_layer_norm_and_head_are_trainable(train_layer_norm):
     model = add_adapters(tiny_model("bert"), adapter_size=8, train_layer_norm=train_layer_norm)

@@ -152,6 +152,15 @@ def test_pooler_statistics_read_the_checkpoint(tmp_path, minilm):
     assert utils.pooler_statistics("tiny-roberta", tmp_path) is None  # RoBERTa's head has no pooler
 
 
+def test_describe_heads_names_a_frozen_pooler_and_a_trained_head_and_the_confound(tmp_path, minilm):
+    import utils
+    lines = utils.describe_heads([minilm, "tiny-roberta"], tmp_path)
+    assert lines[0].startswith(f"{minilm} pooler: weight std") and "frozen in adapter and LoRA runs" in lines[0]
+    assert lines[1] == "tiny-roberta: no pooler; the classification head's own dense layer trains in every method."
+    assert "cannot be put on size alone" in lines[2] and len(lines) == 3
+    assert len(utils.describe_heads(["tiny-roberta"], tmp_path)) == 1  # one kind of head: no confound to name
+
+
 def test_the_planner_plans_mpnet_with_its_eager_attention(tmp_path, fixture_data):
     """MPNet has no sdpa attention in transformers: the planner traces the eager attention our trainer runs."""
     from transformers import AutoModel
