@@ -309,7 +309,9 @@ def describe_sizes(results: pd.DataFrame, missing_configs=(), metric: str = "f1_
         lines.append("The gap to full fine-tuning at two model sizes cannot be compared yet: it needs two models with "
                      "full fine-tuning and another method on one dataset; these runs have "
                      + ("; ".join(f"{m}: {', '.join(v)}" for m, v in methods.items()) or "none") + ".")
-    cells = missing_cells(missing_configs)
+    # cells still missing, when the runs and the missing cells hold two models at all (else no comparison is planned)
+    models = set(results["model_name"] if len(results) else []) | {c.model_name for c in missing_configs}
+    cells = missing_cells(missing_configs) if len(models) > 1 else []
     if cells:
         lines.append("The two-size comparison still lacks: " + "; ".join(cells) + ".")
     return lines

@@ -141,6 +141,9 @@ def test_compare_sizes_compares_the_gap_to_full_fine_tuning_across_models():
                              "models with full fine-tuning and another method on one dataset; these runs have "
                              "small: adapter, full.")
     assert only_small[1] == "The two-size comparison still lacks: big, adapter (lr 0.001), acl_sup: seed 1 not finished."
+    # one model only, its own runs missing: no two-size comparison is planned, so none is said to lack them
+    one_model = utils.describe_sizes(small, missing_configs=[utils.RunConfig(model_name="small", dataset="acl_sup")])
+    assert len(one_model) == 1 and one_model[0].startswith("The gap to full fine-tuning at two model sizes cannot")
 
 
 # --- the committed runs: MiniLM (reference) beside MPNet-base (sizes) --------------------------------------
