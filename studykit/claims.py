@@ -23,6 +23,14 @@ REPORT_CLAIMS = [
     dict(claim="roberta-base has the lowest eval loss on restaurant and agnews", kind="best_model",
          datasets=["restaurant_sup", "agnews_sup"], metric="eval_loss", model="roberta-base",
          higher_is_better=False),
+    # The two reasons the assignment's "and why" points to, as hypotheses the runs can test: size within the
+    # general domain (`larger_model`: the largest model fully fine-tuned against each smaller one, whatever the
+    # models are), and the domain of the pre-training text (SciBERT's scientific papers against acl's citations).
+    dict(claim="Why (hypothesis): a larger general-domain encoder has a lower eval loss on restaurant and agnews",
+         kind="larger_model", datasets=["restaurant_sup", "agnews_sup"], metric="eval_loss", higher_is_better=False),
+    dict(claim="Why (hypothesis): a science-domain encoder (SciBERT) is best on acl, citations from scientific papers",
+         kind="best_model", datasets=["acl_sup"], metric="f1_macro", model="allenai/scibert_scivocab_uncased",
+         missing="no encoder pre-trained on scientific text among these runs"),
 ]
 
 # A claim's status from the decision on the claimed advantage (`statistics.decide`).
@@ -58,8 +66,9 @@ def _check_best_model(results, claim):
         part = results[(results["dataset"] == dataset) & (results["training_method"] == "full")]
         models = sorted(part["model_name"].unique())
         if claim["model"] not in models or len(models) < 2:
+            why = f" ({claim['missing']})" if "missing" in claim and claim["model"] not in models else ""
             rows.append(("not testable here", f"{dataset}: needs {claim['model']} and at least one other model "
-                                               f"fully fine-tuned; these runs have {models or 'none'}"))
+                                               f"fully fine-tuned; these runs have {models or 'none'}{why}"))
             continue
         means = part.groupby("model_name")[claim["metric"]].mean().sort_values(ascending=sign < 0)
         rival = means.index[1] if means.index[0] == claim["model"] else means.index[0]
@@ -73,6 +82,30 @@ def _check_best_model(results, claim):
     return rows
 
 
+def _check_larger_model(results, claim):
+    """The largest model fully fine-tuned on each dataset (by parameters) against each smaller one, as independent
+    samples: "holds" when the larger one is better beyond seed noise."""
+    rows = []
+    sign = 1 if claim.get("higher_is_better", True) else -1
+    for dataset in claim["datasets"]:
+        part = results[(results["dataset"] == dataset) & (results["training_method"] == "full")]
+        sizes = part.groupby("model_name")["total_params"].first().sort_values()
+        if len(sizes) < 2:
+            rows.append(("not testable here", f"{dataset}: needs two models of different size fully fine-tuned; "
+                                               f"these runs have {list(sizes.index) or 'none'}"))
+            continue
+        larger = sizes.index[-1]
+        for smaller in sizes.index[:-1]:
+            cmp = independent_comparison(sign * part.loc[part.model_name == smaller, claim["metric"]],
+                                         sign * part.loc[part.model_name == larger, claim["metric"]])
+            means = part.groupby("model_name")[claim["metric"]].mean()
+            rows.append((CLAIM_STATUS[decide(cmp["ci95"], min(cmp["n_a"], cmp["n_b"]))],
+                         f"{dataset}: {larger} ({sizes[larger] / 1e6:.0f} M parameters) {means[larger]:.3f} vs "
+                         f"{smaller} ({sizes[smaller] / 1e6:.0f} M) {means[smaller]:.3f}; advantage of the larger "
+                         f"{cmp['mean_diff']:+.3f}, Welch 95 % CI {format_interval(cmp['ci95'])} (independent samples)"))
+    return rows
+
+
 def check_claims(results: pd.DataFrame, claims=None) -> pd.DataFrame:
     """One row per (claim, comparison): the claim's status from our runs and the evidence behind it.
 
@@ -81,7 +114,7 @@ def check_claims(results: pd.DataFrame, claims=None) -> pd.DataFrame:
     testable here" (the runs lack what the claim is about, e.g. roberta-base in a MiniLM-only profile).
     """
     results = one_config_per_group(results, what="check_claims")
-    checks = {"better": _check_better, "best_model": _check_best_model}
+    checks = {"better": _check_better, "best_model": _check_best_model, "larger_model": _check_larger_model}
     rows = []
     for claim in claims or REPORT_CLAIMS:
         if claim["kind"] not in checks:

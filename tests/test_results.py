@@ -93,7 +93,7 @@ def test_check_claims_gives_each_verdict_from_the_paired_interval():
 
 
 def test_check_claims_best_model_compares_models_as_independent_samples():
-    best = [c for c in utils.REPORT_CLAIMS if c["kind"] == "best_model"]
+    best = [c for c in utils.REPORT_CLAIMS if c["kind"] == "best_model" and c["model"] == "roberta-base"]
     roberta, bert = [0.50, 0.52, 0.51], [0.60, 0.61, 0.63]
     table = utils.check_claims(_claim_runs([0.5] * 3, [0.4] * 3, {"roberta-base": roberta, "bert-base-uncased": bert}), best)
     restaurant = table[table.evidence.str.startswith("restaurant_sup")]
@@ -111,8 +111,27 @@ def test_check_claims_best_model_compares_models_as_independent_samples():
     assert utils.check_claims(worse, best)["verdict"].iloc[0].startswith("does not hold")
     only_minilm = _claim_runs([0.5] * 3, [0.4] * 3, {"all-minilm-l6-v2": [0.5, 0.5, 0.5]})
     assert set(utils.check_claims(only_minilm, best)["verdict"]) == {"not testable here"}
-    with pytest.raises(ValueError, match="valid: \\['best_model', 'better'\\]"):
+    with pytest.raises(ValueError, match="valid: \\['best_model', 'better', 'larger_model'\\]"):
         utils.check_claims(_claim_runs([0.5] * 3, [0.4] * 3), [dict(claim="x", kind="nonsense")])
+
+
+def test_the_why_hypotheses_test_size_with_any_two_sizes_and_name_the_missing_domain_model():
+    why = [c for c in utils.REPORT_CLAIMS if c["claim"].startswith("Why")]
+    small, big = [0.60, 0.62, 0.61, 0.63], [0.50, 0.52, 0.49]
+    runs = _claim_runs([0.5] * 3, [0.4] * 3, {"small": small, "big": big})
+    runs["total_params"] = runs["model_name"].map({"small": 22e6, "big": 110e6, "m": 50e6})
+    table = utils.check_claims(runs, why)
+    size = table[table.claim.str.contains("larger")]
+    assert size["verdict"].tolist() == ["holds", "not testable here"]  # restaurant decided; no agnews runs
+    welch = stats.ttest_ind([-v for v in big], [-v for v in small], equal_var=False).confidence_interval(0.95)
+    assert size["evidence"].iloc[0] == (f"restaurant_sup: big (110 M parameters) 0.503 vs small (22 M) 0.615; advantage "
+                                        f"of the larger +0.112, Welch 95 % CI [{welch.low:+.3f}, {welch.high:+.3f}] "
+                                        "(independent samples)")
+    flipped = runs.assign(total_params=runs["model_name"].map({"small": 110e6, "big": 22e6, "m": 50e6}))
+    assert utils.check_claims(flipped, why)["verdict"].iloc[0].startswith("does not hold")  # size decides, not names
+    science = table[table.claim.str.contains("SciBERT")]
+    assert science["verdict"].tolist() == ["not testable here"]
+    assert science["evidence"].iloc[0].endswith("(no encoder pre-trained on scientific text among these runs)")
 
 
 def test_describe_runs_reads_hardware_and_cost_from_the_summaries():
