@@ -16,10 +16,9 @@ from studykit.costs import (adapter_share, describe_adapter_shares, describe_mod
                             method_costs, time_per_epoch, training_memory)
 from studykit.data import DataError, audit_dataset, describe_overlaps, get_dataset
 from studykit.findings import (describe_class_differences, describe_collapse, describe_comparisons,
-                               describe_curve_facts, describe_learning_rates, describe_model_comparisons,
-                               describe_ranking, describe_selection, describe_sizes, settings_beside_report,
-                               summary_box, task2_findings, task3_findings, what_did_not_run, what_ran,
-                               describe_method_costs, task3_answers)
+                               describe_curve_facts, describe_model_comparisons, describe_ranking, describe_selection,
+                               describe_sizes, task2_findings, task3_findings, describe_method_costs, task3_answers)
+from studykit.summary import describe_learning_rates, settings_beside_report, summary_box, what_did_not_run, what_ran
 from studykit.attempt import failure_record
 from studykit.grid import NothingFinished, SettingsError, check_settings, describe_grid, launch_grid, run_grid
 from studykit.hardware import cpu_supports_bf16, describe_machine, resolve_precision

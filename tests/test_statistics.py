@@ -166,7 +166,8 @@ def test_the_committed_runs_compare_two_models_on_restaurant(real_data):
 
 # --- the reporting layers ------------------------------------------------------------------------------------
 
-REPORTING = {"results": 0, "statistics": 1, "analysis": 2, "costs": 2, "findings": 3, "claims": 3, "plots": 3}
+REPORTING = {"results": 0, "statistics": 1, "analysis": 2, "costs": 2, "findings": 3, "summary": 3, "claims": 3,
+             "plots": 3}
 
 
 def test_reporting_layers_point_one_way():
