@@ -10,7 +10,7 @@ from studykit.adapters import (DEFAULT_ADAPTER_SIZE, BottleneckAdapter, add_adap
                                format_parameter_report)
 from studykit.analysis import (class_balance, confusion_matrices, curve_facts, majority_level, never_predicted,
                                overlap_effect, per_class_scores, per_class_table, selection_table, test_labels)
-from studykit.claims import REPORT_CLAIMS, check_claims
+from studykit.claims import REPORT_CLAIMS, WHY_HYPOTHESES, check_claims, describe_claims
 from studykit.config import NotRunnableHere, RunConfig
 from studykit.costs import (adapter_share, describe_adapter_shares, describe_model_costs, describe_time_per_epoch,
                             method_costs, time_per_epoch, training_memory)
@@ -66,7 +66,8 @@ __all__ = [
     "what_ran", "what_did_not_run", "summary_box", "task2_findings", "task3_findings", "describe_ranking",
     "describe_comparisons", "describe_model_comparisons", "describe_class_differences", "describe_sizes",
     "describe_learning_rates", "describe_selection", "describe_collapse", "describe_curve_facts",
-    "describe_time_per_epoch", "describe_method_costs", "task3_answers", "settings_beside_report", "REPORT_CLAIMS", "check_claims",
+    "describe_time_per_epoch", "describe_method_costs", "task3_answers", "settings_beside_report", "REPORT_CLAIMS",
+    "WHY_HYPOTHESES", "check_claims", "describe_claims",
     "method_colours", "plot_curves", "plot_confusions",
     # memory
     "estimate_memory", "step_timeline", "SCHEMES", "MODEL_CONFIGS", "count_model_parameters", "bytes_per_parameter",

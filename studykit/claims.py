@@ -1,5 +1,5 @@
-"""The seed report's claims, checked against our runs: a claim's status from `statistics`' one decision (the
-95 % interval of the claimed advantage), with the evidence in words.
+"""The seed report's claims and the "why" hypotheses (ours), checked against our runs: a claim's status from
+`statistics`' one decision (the 95 % interval of the claimed advantage), with the evidence in words.
 
 Within one model (adapters against full fine-tuning) the runs are paired by seed; across models (which model
 is best) they are two independent samples: Welch's interval and P(a run of one beats a run of the other), never
@@ -11,7 +11,7 @@ import pandas as pd
 from .results import one_config_per_group
 from .statistics import decide, format_interval, independent_comparison, paired_comparison
 
-__all__ = ["REPORT_CLAIMS", "CLAIM_STATUS", "check_claims"]
+__all__ = ["REPORT_CLAIMS", "WHY_HYPOTHESES", "CLAIM_STATUS", "check_claims", "describe_claims"]
 
 # Each claim as the report states it, and how to test it on a results table: `better` (one method beats
 # another on a dataset, paired by seed) or `best_model` (a model has the best mean metric among the models
@@ -23,9 +23,12 @@ REPORT_CLAIMS = [
     dict(claim="roberta-base has the lowest eval loss on restaurant and agnews", kind="best_model",
          datasets=["restaurant_sup", "agnews_sup"], metric="eval_loss", model="roberta-base",
          higher_is_better=False),
-    # The two reasons the assignment's "and why" points to, as hypotheses the runs can test: size within the
-    # general domain (`larger_model`: the largest model fully fine-tuned against each smaller one, whatever the
-    # models are), and the domain of the pre-training text (SciBERT's scientific papers against acl's citations).
+]
+
+# Not the report's: the two reasons the assignment's "and why" points to, as hypotheses the runs can test: size
+# within the general domain (`larger_model`: the largest model fully fine-tuned against each smaller one, whatever
+# the models are), and the domain of the pre-training text (SciBERT's scientific papers against acl's citations).
+WHY_HYPOTHESES = [
     dict(claim="Why (hypothesis): a larger general-domain encoder has a lower eval loss on restaurant and agnews",
          kind="larger_model", datasets=["restaurant_sup", "agnews_sup"], metric="eval_loss", higher_is_better=False),
     dict(claim="Why (hypothesis): a science-domain encoder (SciBERT) is best on acl, citations from scientific papers",
@@ -116,7 +119,7 @@ def check_claims(results: pd.DataFrame, claims=None) -> pd.DataFrame:
     results = one_config_per_group(results, what="check_claims")
     checks = {"better": _check_better, "best_model": _check_best_model, "larger_model": _check_larger_model}
     rows = []
-    for claim in claims or REPORT_CLAIMS:
+    for claim in claims or REPORT_CLAIMS + WHY_HYPOTHESES:
         if claim["kind"] not in checks:
             raise ValueError(f"unknown claim kind {claim['kind']!r}; valid: {sorted(checks)}")
         verdicts = checks[claim["kind"]](results, claim) if len(results) else [("not testable here", "no runs")]
@@ -125,3 +128,9 @@ def check_claims(results: pd.DataFrame, claims=None) -> pd.DataFrame:
         for status, evidence in verdicts:
             rows.append({"claim": claim["claim"], "verdict": status, "evidence": evidence})
     return pd.DataFrame(rows, columns=["claim", "verdict", "evidence"])
+
+
+def describe_claims(table: pd.DataFrame) -> list[str]:
+    """Sentences from `check_claims`: each claim once, with its verdicts and their evidence."""
+    return [f"{claim}: " + "; ".join(f"{r.verdict} ({r.evidence})" for r in rows.itertuples()) + "."
+            for claim, rows in table.groupby("claim", sort=False)]

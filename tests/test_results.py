@@ -116,7 +116,7 @@ def test_check_claims_best_model_compares_models_as_independent_samples():
 
 
 def test_the_why_hypotheses_test_size_with_any_two_sizes_and_name_the_missing_domain_model():
-    why = [c for c in utils.REPORT_CLAIMS if c["claim"].startswith("Why")]
+    why = utils.WHY_HYPOTHESES
     small, big = [0.60, 0.62, 0.61, 0.63], [0.50, 0.52, 0.49]
     runs = _claim_runs([0.5] * 3, [0.4] * 3, {"small": small, "big": big})
     runs["total_params"] = runs["model_name"].map({"small": 22e6, "big": 110e6, "m": 50e6})
@@ -132,6 +132,9 @@ def test_the_why_hypotheses_test_size_with_any_two_sizes_and_name_the_missing_do
     science = table[table.claim.str.contains("SciBERT")]
     assert science["verdict"].tolist() == ["not testable here"]
     assert science["evidence"].iloc[0].endswith("(no encoder pre-trained on scientific text among these runs)")
+    sentences = utils.describe_claims(table)
+    assert len(sentences) == 2 and sentences[0].startswith(f"{why[0]['claim']}: holds (restaurant_sup: big")
+    assert "; not testable here (agnews_sup: needs two models" in sentences[0]
 
 
 def test_describe_runs_reads_hardware_and_cost_from_the_summaries():
