@@ -17,7 +17,8 @@ from studykit.costs import (adapter_share, describe_adapter_shares, describe_mod
 from studykit.data import DataError, audit_dataset, describe_overlaps, get_dataset
 from studykit.findings import (describe_class_differences, describe_collapse, describe_comparisons,
                                describe_curve_facts, describe_model_comparisons, describe_ranking, describe_selection,
-                               describe_sizes, task2_findings, task3_findings, describe_method_costs, task3_answers)
+                               describe_sizes, task2_findings, task3_findings, describe_method_costs, describe_budgets,
+                               task3_answers)
 from studykit.summary import describe_learning_rates, settings_beside_report, summary_box, what_did_not_run, what_ran
 from studykit.attempt import failure_record
 from studykit.grid import NothingFinished, SettingsError, check_settings, describe_grid, launch_grid, run_grid
@@ -66,7 +67,8 @@ __all__ = [
     "what_ran", "what_did_not_run", "summary_box", "task2_findings", "task3_findings", "describe_ranking",
     "describe_comparisons", "describe_model_comparisons", "describe_class_differences", "describe_sizes",
     "describe_learning_rates", "describe_selection", "describe_collapse", "describe_curve_facts",
-    "describe_time_per_epoch", "describe_method_costs", "task3_answers", "settings_beside_report", "REPORT_CLAIMS",
+    "describe_time_per_epoch", "describe_method_costs", "describe_budgets", "task3_answers", "settings_beside_report",
+    "REPORT_CLAIMS",
     "WHY_HYPOTHESES", "check_claims", "describe_claims",
     "method_colours", "plot_curves", "plot_confusions",
     # memory

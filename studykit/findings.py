@@ -11,7 +11,7 @@ from .statistics import (compare_models, compare_sizes, decide, format_interval,
 
 __all__ = ["describe_ranking", "task2_findings", "task3_findings", "describe_comparisons", "describe_model_comparisons",
            "describe_class_differences", "describe_sizes", "describe_selection", "describe_curve_facts",
-           "describe_collapse", "describe_method_costs", "task3_answers", "CLOSE_TO_FULL"]
+           "describe_collapse", "describe_method_costs", "describe_budgets", "task3_answers", "CLOSE_TO_FULL"]
 
 
 # --- shared wording ------------------------------------------------------------------------------------------
@@ -223,15 +223,34 @@ def describe_method_costs(costs: pd.DataFrame, memory: pd.DataFrame | None = Non
     return lines
 
 
+def describe_budgets(results: pd.DataFrame) -> list[str]:
+    """Per dataset and model selected on dev: where full fine-tuning's best dev score came in the last epoch of its
+    budget while another method had more epochs, a method's lead there may be budget as much as method."""
+    runs = results.dropna(subset=["selected_epoch"]) if "selected_epoch" in results else results.iloc[0:0]
+    lines = []
+    for (dataset, model), part in runs.groupby(["dataset", "model_name"]):
+        by_method = part.groupby("training_method").agg(budget=("epochs", "first"), selected=("selected_epoch", "mean"))
+        if "full" not in by_method.index:
+            continue
+        full = by_method.loc["full"]
+        longer = by_method[by_method["budget"] > full["budget"]]
+        if full["selected"] > full["budget"] - 1 and len(longer):
+            lines.append(f"{dataset}, {model}: full fine-tuning's best dev score came in the last epoch of its "
+                         f"{full['budget']:.0f} (selected at epoch {full['selected']:.1f} on average), while "
+                         + ", ".join(f"{m} had {b:.0f}" for m, b in longer["budget"].items())
+                         + ": a method's lead over it there may be the budget as much as the method.")
+    return lines
+
+
 def task3_answers(comparisons: pd.DataFrame, costs: pd.DataFrame, memory: pd.DataFrame | None,
-                  missing: pd.DataFrame, sizes: list[str] | None = None) -> list[str]:
+                  missing: pd.DataFrame, sizes: list[str] | None = None, budgets: list[str] | None = None) -> list[str]:
     """The answers to Task 3 in sentences: quality against full fine-tuning and the share trained
     (`task3_findings`), each method's cost (`describe_method_costs`), the runs that drop a class
-    (`describe_collapse`, from `never_predicted`), the two-size comparison (`sizes`) and what the seeds can
-    decide."""
+    (`describe_collapse`, from `never_predicted`), the two-size comparison (`sizes`), the budgets' caveat
+    (`budgets`, from `describe_budgets`) and what the seeds can decide."""
     n = int(comparisons["paired seeds"].max()) if len(comparisons) else 0
     return (task3_findings(comparisons, costs) + describe_method_costs(costs, memory) + describe_collapse(missing)
-            + list(sizes or []) + [what_seeds_decide(n)])
+            + list(sizes or []) + list(budgets or []) + [what_seeds_decide(n)])
 
 
 # --- sentences on the analysis tables ------------------------------------------------------------------------

@@ -290,6 +290,18 @@ def test_a_dataset_cut_for_one_model_of_the_profile_is_named_with_that_model(mon
                    "studykit/profiles.py)"]
 
 
+def test_describe_budgets_names_a_full_baseline_selected_in_its_last_epoch_against_longer_budgets():
+    def runs(model, method, budget, selected):
+        return [{"dataset": "acl_sup", "model_name": model, "training_method": method, "epochs": budget,
+                 "selected_epoch": e, "seed": s} for s, e in enumerate(selected, 1)]
+    table = pd.DataFrame(runs("big", "full", 5, [4.5, 5.0, 4.0]) + runs("big", "adapter", 8, [5.5, 6.0, 7.0])
+                         + runs("small", "full", 5, [2.0, 3.0, 2.5]) + runs("small", "adapter", 8, [7.5, 8.0, 8.0]))
+    assert utils.describe_budgets(table) == [
+        "acl_sup, big: full fine-tuning's best dev score came in the last epoch of its 5 (selected at epoch 4.5 on "
+        "average), while adapter had 8: a method's lead over it there may be the budget as much as the method."]
+    assert utils.describe_budgets(table.drop(columns="selected_epoch")) == []  # runs not selected on dev
+
+
 def test_tables_and_curves_of_one_config_from_run_folders(fixture_data, tmp_path):
     # Two settings of one model and dataset (same label: model, method, lr), as after EPOCHS=1 then EPOCHS=3:
     # selecting by config keeps them apart, and the curves follow the selected runs' folders.
