@@ -97,11 +97,10 @@ def _check_larger_model(results, claim):
             rows.append(("not testable here", f"{dataset}: needs two models of different size fully fine-tuned; "
                                                f"these runs have {list(sizes.index) or 'none'}"))
             continue
-        larger = sizes.index[-1]
+        larger, means = sizes.index[-1], part.groupby("model_name")[claim["metric"]].mean()
         for smaller in sizes.index[:-1]:
             cmp = independent_comparison(sign * part.loc[part.model_name == smaller, claim["metric"]],
                                          sign * part.loc[part.model_name == larger, claim["metric"]])
-            means = part.groupby("model_name")[claim["metric"]].mean()
             rows.append((CLAIM_STATUS[decide(cmp["ci95"], min(cmp["n_a"], cmp["n_b"]))],
                          f"{dataset}: {larger} ({sizes[larger] / 1e6:.0f} M parameters) {means[larger]:.3f} vs "
                          f"{smaller} ({sizes[smaller] / 1e6:.0f} M) {means[smaller]:.3f}; advantage of the larger "

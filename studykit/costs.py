@@ -54,8 +54,9 @@ def time_per_epoch(results: pd.DataFrame) -> pd.DataFrame:
     """Seconds per epoch with and without the evaluations run during training, median per (dataset, label).
 
     The median over seeds, not the mean: runs share a CPU with whatever else the machine does, and one run
-    slowed by other load (or paused) would pull a mean of 3-5 seeds up by its whole delay. Per epoch of training done: a run that selection on dev stopped mid-epoch counts that epoch's fraction
-    (`epochs_trained`; older runs without it trained whole epochs, `epochs_run`)."""
+    slowed by other load (or paused) would pull a mean of 3-5 seeds up by its whole delay. Per epoch of training
+    done: a run that selection on dev stopped mid-epoch counts that epoch's fraction (`epochs_trained`; older runs
+    without it trained whole epochs, `epochs_run`)."""
     epochs = results["epochs_trained"] if "epochs_trained" in results else results["epochs_run"]
     epochs = epochs.fillna(results["epochs_run"])
     frame = results.assign(**{"s/epoch, training only": results["train_time_s"] / epochs,

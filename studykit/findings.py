@@ -20,6 +20,11 @@ def _seeds(n) -> str:
     return f"{int(n)} seed{'' if int(n) == 1 else 's'}"
 
 
+def _in_last_epoch(selected_epoch: float, budget: float) -> bool:
+    """Whether dev selected an evaluation in the last epoch of the budget (the method may still have improved)."""
+    return selected_epoch > budget - 1
+
+
 # --- Task 2: which model is best ------------------------------------------------------------------------------
 
 def _lead(part: pd.DataFrame, runner_up: str, best: str, metric: str, higher_is_better: bool = True) -> dict:
@@ -234,7 +239,7 @@ def describe_budgets(results: pd.DataFrame) -> list[str]:
             continue
         full = by_method.loc["full"]
         longer = by_method[by_method["budget"] > full["budget"]]
-        if full["selected"] > full["budget"] - 1 and len(longer):
+        if _in_last_epoch(full["selected"], full["budget"]) and len(longer):
             lines.append(f"{dataset}, {model}: full fine-tuning's best dev score came in the last epoch of its "
                          f"{full['budget']:.0f} (selected at epoch {full['selected']:.1f} on average), while "
                          + ", ".join(f"{m} had {b:.0f}" for m, b in longer["budget"].items())
@@ -263,7 +268,7 @@ def describe_selection(table: pd.DataFrame) -> list[str]:
                      f"{r['dev macro-F1']:.3f}); trained {r['epochs trained']:.1f} of {r['epoch budget']:.0f} epochs "
                      f"({r['training min']:.1f} min), stopped early in {r['stopped early']} runs"
                      + ("; its best dev score came, on average, in the last epoch of its budget: a larger budget "
-                        "may still help" if r["selected epoch"] > r["epoch budget"] - 1 else "") + ".")
+                        "may still help" if _in_last_epoch(r["selected epoch"], r["epoch budget"]) else "") + ".")
     return lines
 
 

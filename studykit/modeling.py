@@ -28,8 +28,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 __all__ = ["MODEL_ALIASES", "HUB_REVISIONS", "PACKAGED_MODELS", "PackagedModel", "packaged_model_dir",
            "MODELS_DIR_ENV", "resolve_model", "load_model_and_tokenizer", "build_tiny_model",
-           "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics", "describe_heads", "check_model_available",
-           "ModelUnavailable"]
+           "hub_reachable", "hub_snapshot", "OfflineError", "pooler_statistics", "describe_heads",
+           "check_model_available", "ModelUnavailable"]
 
 transformers.logging.set_verbosity_error()  # "newly initialized classifier" warnings are expected here
 

@@ -221,7 +221,7 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
         # an override can make two variants equal (e.g. one learning rate for both): each runs once
         variants = list({json.dumps(v := {**variant, **overrides}, sort_keys=True): v
                          for variant in spec["runs"][dataset]}.values())
-        for model in models or list(dict.fromkeys(m for v in variants for m in v.get("models", spec["models"]))):
+        for model in models or _models_of(variants, spec):
             for variant in variants:
                 variant = dict(variant)
                 own_seeds = variant.pop("seeds", None)  # a variant may run fewer seeds (a stated budget cut)
@@ -236,10 +236,15 @@ def study_configs(task: str, profile: str, models=None, datasets=None, seeds=Non
     return configs
 
 
+def _models_of(variants, spec: dict) -> list[str]:
+    """The models `variants` run, in order: a variant's own `models`, else the profile's."""
+    return list(dict.fromkeys(m for v in variants for m in v.get("models", spec["models"])))
+
+
 def models_run_on(task: str, profile: str, dataset: str) -> list[str]:
     """The models a profile trains on `dataset` (a variant may name its models; none when the dataset is cut)."""
     spec = PROFILES[task][profile]
-    return list(dict.fromkeys(m for v in spec["runs"].get(dataset, []) for m in v.get("models", spec["models"])))
+    return _models_of(spec["runs"].get(dataset, []), spec)
 
 
 def describe_setup(profile: str, configs: list[RunConfig]) -> str:
