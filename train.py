@@ -36,8 +36,7 @@ _CHOSEN_BY_PROFILE = ("model_name", "dataset", "seed", "task")
 class Study:
     task: str = dataclasses.field(metadata={"help": "which study", "choices": sorted(PROFILES)})
     profile: str = dataclasses.field(default="fast", metadata={
-        "help": "fast (default) | reference | full | parity (the first reference grid, to compare precisions) | "
-                "sizes (the reference recipe at base size, all-mpnet-base-v2)",
+        "help": "fast (default) | reference | full | parity (the first reference grid, to compare precisions)",
         "choices": sorted(PROFILES["task2"])})
     models: Optional[list[str]] = dataclasses.field(default=None, metadata={"help": "models (default: the profile's)"})
     datasets: Optional[list[str]] = dataclasses.field(default=None, metadata={"help": "datasets (default: the profile's)"})

@@ -60,8 +60,7 @@ def main(argv=None) -> None:
               out)
     if args.only in (None, "sizes"):
         import utils
-        write("sizes", M.validate_on_study(utils.study_configs("task2", "reference") + utils.study_configs("task3", "reference")
-                                           + utils.study_configs("task2", "sizes") + utils.study_configs("task3", "sizes")),
+        write("sizes", M.validate_on_study(utils.study_configs("task2", "reference") + utils.study_configs("task3", "reference")),
               out)
 
 

@@ -34,7 +34,8 @@ _REASONS = {
     "reference": {
         "learning_rate": "1e-5 under-trains the 22 M-parameter MiniLM in a few CPU epochs; adapters (1e-3, Houlsby "
                          "et al.'s range, not tuned: the CPU budget) and LoRA train a few percent of the weights and "
-                         "need a larger step; LoRA's 2e-3 was chosen on restaurant's dev split over Hu et al.'s 5e-4",
+                         "need a larger step; LoRA's 2e-3 was chosen on restaurant's dev split over Hu et al.'s 5e-4 "
+                         "(with MiniLM); MPNet-base trains at the same rates, so the two sizes differ in the model only",
         "epochs": "the most epochs a run may take on the 2-core CPU budget (acl more: its 1,688 examples give few "
                   "steps; adapters and LoRA 1.5x full fine-tuning); selection on dev picks the evaluation reported",
         "batch_size": "CPU time per step; acl uses 16 so that its small training split gives enough steps",

@@ -28,7 +28,7 @@ def test_overrides_replace_profile_values_and_results_dirs_keep_profiles_apart()
 
 
 def test_unknown_profile_or_task_lists_valid_names():
-    with pytest.raises(ValueError, match="valid: \\['fast', 'full', 'parity', 'reference', 'sizes'\\]"):
+    with pytest.raises(ValueError, match="valid: \\['fast', 'full', 'parity', 'reference'\\]"):
         utils.study_configs("task2", "huge")
     with pytest.raises(ValueError, match="unknown task"):
         utils.study_configs("task9", "fast")
@@ -74,16 +74,20 @@ def test_a_variant_can_name_its_models(monkeypatch):
     assert fetch.profile_needs("fast", ["task2"]) == (["tiny-bert", "tiny-roberta"], ["restaurant_sup", "agnews_sup"])
 
 
-def test_the_sizes_profile_adds_mpnet_cells_and_minilm_on_ag_news():
-    cells = {(c.model_name, c.dataset, c.method_name) for t in ("task2", "task3") for c in utils.study_configs(t, "sizes")}
+def test_the_reference_profile_runs_two_sizes_and_ag_news_at_the_small_one():
+    cells = {(c.model_name, c.dataset, c.method_name) for t in ("task2", "task3") for c in utils.study_configs(t, "reference")}
     for method in ("full", "adapter", "lora"):
-        assert {("all-mpnet-base-v2", d, method) for d in ("restaurant_sup", "acl_sup")} <= cells
+        for model in ("all-minilm-l6-v2", "all-mpnet-base-v2"):
+            assert {(model, d, method) for d in ("restaurant_sup", "acl_sup")} <= cells
         assert ("all-minilm-l6-v2", "agnews_sup", method) in cells
-    assert ("all-mpnet-base-v2", "agnews_sup", "full") not in cells  # AG News at base size: not in the budget
-    # MiniLM's LoRA on acl gets the fifth seed the reference cut, in the reference's own config, and nothing else
-    minilm_acl = [c for c in utils.study_configs("task3", "sizes") if (c.model_name, c.dataset) == ("all-minilm-l6-v2", "acl_sup")]
-    assert [(c.method_name, c.seed) for c in minilm_acl] == [("lora", 5)]
-    reference_lora = next(c for c in utils.study_configs("task3", "reference", datasets=["acl_sup"]) if c.method_name == "lora")
-    assert minilm_acl[0].config_hash() == reference_lora.config_hash()
-    assert not [c for c in utils.study_configs("task3", "sizes", seeds=[1, 2, 3]) if c.model_name == "all-minilm-l6-v2"
-                and c.dataset == "acl_sup"]  # seeds 1-3 of the grid: the cut is not widened
+        assert ("all-mpnet-base-v2", "agnews_sup", method) not in cells  # AG News at base size: the stated cut
+    seeds = {}
+    for t in ("task2", "task3"):
+        for c in utils.study_configs(t, "reference"):
+            seeds.setdefault((c.model_name, c.dataset, c.method_name, c.learning_rate), set()).add(c.seed)
+    # five seeds in every cell but MPNet-base's adapters and LoRA (four: the stated cut); the LoRA
+    # learning-rate check on dev is one seed of MiniLM's
+    base_peft = {("all-mpnet-base-v2", d, m, lr): {1, 2, 3, 4} for d in ("restaurant_sup", "acl_sup")
+                 for m, lr in (("adapter", 1e-3), ("lora", 2e-3))}
+    assert {k: v for k, v in seeds.items() if v != {1, 2, 3, 4, 5}} == {
+        ("all-minilm-l6-v2", "restaurant_sup", "lora", 5e-4): {1}, **base_peft}

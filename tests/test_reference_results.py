@@ -51,7 +51,7 @@ def test_committed_notebooks_show_the_reference_profile(notebook):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("execution_count") for c in code), "committed notebook is not fully executed"
     first = "".join(o.get("text", "") for o in code[1].outputs)
-    assert "profile:  reference" in first and "all-minilm-l6-v2" in first
+    assert "profile:  reference" in first and "all-minilm-l6-v2, all-mpnet-base-v2" in first  # both sizes
     errors = [o for c in code for o in c.outputs if o.output_type == "error"]
     assert not errors
 

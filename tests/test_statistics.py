@@ -146,11 +146,10 @@ def test_compare_sizes_compares_the_gap_to_full_fine_tuning_across_models():
     assert len(one_model) == 1 and one_model[0].startswith("The gap to full fine-tuning at two model sizes cannot")
 
 
-# --- the committed runs: MiniLM (reference) beside MPNet-base (sizes) --------------------------------------
+# --- the committed runs: MiniLM beside MPNet-base (the reference profile) -----------------------------------
 
 def test_the_committed_runs_compare_two_models_on_restaurant(real_data):
-    configs = [c for p in ("reference", "sizes") for c in utils.study_configs("task2", p, data_dir=real_data,
-                                                                              results_dir=str(ROOT / "results" / p))]
+    configs = utils.study_configs("task2", "reference", data_dir=real_data, results_dir=str(ROOT / "results" / "reference"))
     runs = utils.load_study(configs)
     table = utils.compare_models(runs).set_index("dataset")
     assert {"restaurant_sup", "acl_sup"} <= set(table.index)  # AG News has one model: nothing to compare
@@ -206,22 +205,6 @@ def test_compared_configs_leave_out_the_cells_the_grid_runs(fixture_data):
     read = utils.compared_configs("task2", ["fast"], restaurant_only, data_dir=fixture_data)
     assert {(c.model_name, c.dataset) for c in read if c.model_name == "tiny-bert"} == {
         ("tiny-bert", "acl_sup"), ("tiny-bert", "agnews_sup")}
-
-
-def test_the_final_layout_reads_both_models_from_one_results_folder(real_data, tmp_path):
-    # When MPNet-base's grid is complete its folders move into results/reference/ (their hashes do not change)
-    # and the reference profile lists both models: the comparison is the same, and nothing is read twice.
-    import shutil
-    for profile in ("reference", "sizes"):
-        shutil.copytree(ROOT / "results" / profile / "task2", tmp_path / "task2", dirs_exist_ok=True)
-    split = [c for p in ("reference", "sizes") for c in utils.study_configs("task2", p, data_dir=real_data,
-                                                                              results_dir=str(ROOT / "results" / p))]
-    moved = [c for p in ("reference", "sizes") for c in utils.study_configs("task2", p, data_dir=real_data,
-                                                                              results_dir=str(tmp_path))]
-    assert utils.compared_configs("task2", ["sizes"], moved, data_dir=real_data) == []
-    before, after = utils.load_study(split), utils.load_study(moved)
-    assert len(after) == len(before) and len(after.attrs["missing_configs"]) == len(before.attrs["missing_configs"])
-    pd.testing.assert_frame_equal(utils.compare_models(after), utils.compare_models(before))
 
 
 def test_describe_model_costs_gives_the_larger_models_cost_as_ratios():
