@@ -10,7 +10,7 @@ import pandas as pd
 
 from .results import metric_name
 
-__all__ = ["METHOD_COLOURS", "method_colours", "plot_curves", "plot_confusions"]
+__all__ = ["METHOD_COLOURS", "method_colours", "model_line_styles", "plot_curves", "plot_confusions"]
 
 # One colour family per training method, the same in every notebook; several labels of one method (models,
 # learning rates) get shades of it.
@@ -26,6 +26,16 @@ def method_colours(labels_by_method: dict) -> dict:
         shades = [0.7] if len(labels) == 1 else np.linspace(0.9, 0.5, len(labels))
         colours.update({label: cmap(shade) for label, shade in zip(labels, shades)})
     return colours
+
+
+# Several models in one figure (the reference profile's two sizes): colour still says the method, and the line
+# style says the model, so "which size" never rests on telling two shades apart.
+_LINE_STYLES = ["-", "--", ":", "-."]
+
+
+def model_line_styles(models) -> dict:
+    """{model: matplotlib line style}: solid for the first model by name, then dashed, dotted, dash-dot."""
+    return {m: _LINE_STYLES[i % len(_LINE_STYLES)] for i, m in enumerate(sorted(set(models)))}
 
 
 def _save(fig, save_to):
@@ -44,15 +54,23 @@ def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "t
     data = metrics[metrics["split"] == split].dropna(subset=[metric])
     datasets = sorted(data["dataset"].unique())
     colours = method_colours(data.groupby("label")["training_method"].first().to_dict())
+    models = data.groupby("label")["model_name"].first() if "model_name" in data else pd.Series(dtype=object)
+    styles = model_line_styles(models) if models.nunique() > 1 else {}
     name = f"{_SPLIT_NAMES.get(split, split)} {metric_name(metric)}" if metric != "loss" \
         else metric_name(metric).capitalize()
-    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(4.6 * max(len(datasets), 1), 3.6), squeeze=False)
+    # a panel with more than four lines gets its legend below it (inside, it would cover the curves), and the
+    # figure the height that legend takes
+    entries = max((data.loc[data["dataset"] == d, "label"].nunique() + bool(levels and d in levels) for d in datasets),
+                  default=0)
+    below = entries > 4
+    fig, axes = plt.subplots(1, max(len(datasets), 1), squeeze=False,
+                             figsize=(4.6 * max(len(datasets), 1), 3.6 + (0.16 * entries + 0.3 if below else 0)))
     for ax, dataset in zip(axes[0], datasets):
         for label, part in data[data["dataset"] == dataset].groupby("label"):
             curve = part.groupby("step").agg(epoch=("epoch", "mean"), mean=(metric, "mean"),
                                              std=(metric, "std"), n=(metric, "size"))
             std = curve["std"].fillna(0)
-            ax.plot(curve["epoch"], curve["mean"], color=colours[label],
+            ax.plot(curve["epoch"], curve["mean"], color=colours[label], linestyle=styles.get(models.get(label), "-"),
                     label=f"{label} ({part['seed'].nunique()} seeds)")
             ax.fill_between(curve["epoch"], curve["mean"] - std, curve["mean"] + std, color=colours[label],
                             alpha=0.2)
@@ -60,7 +78,7 @@ def plot_curves(metrics: pd.DataFrame, metric: str = "f1_macro", split: str = "t
             ax.axhline(levels[dataset], color="grey", linestyle="--", linewidth=1, label="majority-class level")
         ax.set(title=f"{name} — {dataset}", xlabel="epoch", ylabel=name)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, **(dict(loc="upper center", bbox_to_anchor=(0.5, -0.2)) if below else dict(loc="best")))
     fig.suptitle(title or f"{name}, mean ± std over seeds")
     fig.tight_layout()
     _save(fig, save_to)

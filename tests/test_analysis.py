@@ -247,6 +247,14 @@ def test_plot_curves_colours_by_method_names_metrics_and_has_a_legend_per_panel(
     assert all(ax.get_title().startswith("Dev macro-F1") for ax in dev.axes)
 
 
+def test_plot_curves_tells_two_models_apart_by_line_style_and_keeps_one_model_solid():
+    small = pd.concat([_curve(1, [0.1, 0.2], "full", "a"), _curve(1, [0.1, 0.3], "adapter", "a")]).assign(model_name="small")
+    big = small.assign(model_name="big", label=lambda f: "big " + f["label"])
+    styles = {line.get_label().split(" (")[0]: line.get_linestyle()
+              for line in utils.plot_curves(pd.concat([small, big]), "f1_macro").axes[0].get_lines()}
+    assert styles == {"full": "--", "adapter": "--", "big full": "-", "big adapter": "-"}  # by name: big, then small
+    assert {line.get_linestyle() for line in utils.plot_curves(small, "f1_macro").axes[0].get_lines()} == {"-"}
+
 
 # --- what ran, and the settings -----------------------------------------------------------------------------------
 
