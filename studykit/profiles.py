@@ -3,8 +3,8 @@
 - `fast`: a tiny model built locally on the small fixture datasets; runs offline on any CPU in minutes.
   It proves the code path, not what fine-tuning does.
 - `reference`: real pretrained encoders at two sizes, all-MiniLM-L6-v2 (22 M) and all-mpnet-base-v2 (110 M), on
-  the real data, sized for a 2-core CPU: full fine-tuning, our adapters and LoRA, 5 seeds, each selected on the
-  dev split.
+  the real data, sized for a 2-core CPU: full fine-tuning, our adapters and LoRA, 5 seeds (MPNet-base's adapters
+  and LoRA: 4), each selected on the dev split.
 - `parity`: the first reference grid's settings, run in fp32 and in bf16 to compare the two precisions.
 - `full`: the study itself (roberta-base, bert-base-uncased, scibert; 5 seeds); needs GPUs and the Hub.
 """
