@@ -101,14 +101,15 @@ _PEFT = _each(dict(batch_size=32, max_length=128, evals_per_epoch=2, early_stopp
 # seed 1 within this budget: dev macro-F1 0.433 at 5e-4, 0.679 at 2e-3. The 5e-4 run stays in the profile
 # (seed 1 only) as the record of that choice.
 ADAPTER_SETTINGS = dict(adapter_size=DEFAULT_ADAPTER_SIZE, learning_rate=1e-3)
-# The budget cut (2 CPU cores): AG News runs at the small size only. MiniLM's runs there take 6-9 min of training
-# each (2 epochs, 7,600 examples); MPNet-base costs 7.6-15x MiniLM's time per epoch on this CPU, so its three
-# methods x 5 seeds would add about 15 hours, and AG News is the dataset where the methods differ least (the
-# parity profile: adapters within 0.004 macro-F1 of full fine-tuning, 3 seeds).
+# The budget cut (2 CPU cores): AG News runs at the small size only. MiniLM's runs there take 7-10 min of training
+# each (2-3 epochs, 7,600 examples); MPNet-base costs 7.6-15x MiniLM's time per epoch in these runs (5.3x per
+# step, measured alone), so its three methods x 5 seeds would add about 15 hours, and AG News is the dataset where
+# the methods differ least (MiniLM: adapters 0.002 and LoRA 0.008 below full fine-tuning, 5 seeds).
 BASE_SIZE_CUT = ("agnews_sup",)
 SMALL, BASE = "all-minilm-l6-v2", "all-mpnet-base-v2"  # the reference study's two sizes
-# The second budget cut: MPNet-base's adapters and LoRA run seeds 1-4. Seed 5 of its four PEFT cells costs
-# BASE_SEED5_COST (measured: the seed-4 runs' wall time on this CPU), past the sessions' budget.
+# The second budget cut: MPNet-base's adapters and LoRA run seeds 1-4. Seed 5 of its four PEFT cells would cost
+# about 2.1 core-hours, 65 min of a 2-core CPU two runs at a time (measured: the seed-4 runs' wall time, 25-37 min
+# each, on the 2-core AMD EPYC of the other runs), and did not fit the last session of the grid.
 BASE_SIZE_PEFT_SEEDS = [1, 2, 3, 4]
 LORA_SETTINGS = dict(method="lora", lora_rank=8, lora_alpha=16, learning_rate=2e-3)
 LORA_DEV_CHECK = dict(LORA_SETTINGS, learning_rate=5e-4, seeds=[1])
